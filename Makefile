@@ -1,0 +1,34 @@
+# monkeyreport: `make report` sets everything up and builds the report; `make test` tests it.
+VENV        ?= .venv
+PYTHON      ?= python3
+# The torch pair known to work on the project machines; override on yours if needed.
+TORCH_PINS  ?= torch==2.14.1 torchvision==0.29.1
+CONFIG      ?= monkeyreport.toml
+DATA_DIR    ?=
+
+BIN   := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
+
+.PHONY: install test eda report clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_PINS)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest -q
+
+eda: install
+	$(BIN)/monkeyreport eda --config $(CONFIG) $(DATA_FLAG)
+
+# The main job. Until `monkeyreport build` lands, the report is the exploratory analysis.
+report: eda
+
+clean:
+	rm -rf report runs

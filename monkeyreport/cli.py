@@ -1,0 +1,110 @@
+"""The `monkeyreport` command line: parse options, call a stage, report errors in one line."""
+
+from __future__ import annotations
+
+import functools
+import time
+from pathlib import Path
+from typing import Annotated, Callable, Optional, TypeVar
+
+import typer
+
+from monkeyreport.config import (
+    DEFAULT_CONFIG,
+    Config,
+    data_dir_override,
+    load_config,
+    resolve_data_root,
+)
+from monkeyreport.errors import MonkeyReportError
+
+app = typer.Typer(help="Build the Spanish CNN report on the 10 Monkey Species dataset.",
+                  no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Find, check and download the dataset.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="TOML config file.")]
+DataDirOpt = Annotated[Optional[Path], typer.Option(
+    "--data-dir", help="Dataset folder (overrides $MONKEYREPORT_DATA and the config).")]
+OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Report output folder.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the work even if nothing changed.")]
+
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def user_errors(command: F) -> F:
+    """Turn a MonkeyReportError into `error: <one line>` on stderr and exit code 1."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs) -> None:
+        try:
+            command(*args, **kwargs)
+        except MonkeyReportError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(path: Path, data_dir: Path | None = None, out: Path | None = None) -> Config:
+    return load_config(path).with_overrides(data_dir=data_dir_override(data_dir), out=out)
+
+
+@app.command()
+@user_errors
+def eda(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: OutOpt = None,
+        force: ForceOpt = False) -> None:
+    """Run the exploratory analysis: eda.json and the data figures."""
+    from monkeyreport.eda import run_eda
+
+    start = time.perf_counter()
+    outcome = run_eda(_config(config, data_dir, out), force=force)
+    s = outcome.summary
+    verb = "unchanged, skipped" if outcome.skipped else f"done in {time.perf_counter() - start:.1f} s"
+    typer.echo(
+        f"eda {verb}: {s['splits']['training']['total']} training, "
+        f"{s['splits']['validation']['total']} validation images, "
+        f"{len(s['unreadable'])} unusable, {len(s['odd_files'])} odd, "
+        f"{s['duplicates']['n_groups']} duplicate groups "
+        f"({s['duplicates']['n_cross_split_groups']} across splits) -> {outcome.path}"
+    )
+
+
+@data_app.command("check")
+@user_errors
+def data_check(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None) -> None:
+    """Find the dataset, probe every file, print the summary and every problem."""
+    from monkeyreport.data import locate
+    from monkeyreport.eda import scan, summarize
+
+    cfg = _config(config, data_dir)
+    layout = locate(resolve_data_root(cfg))
+    s = summarize(layout, scan(layout, cfg), cfg.eda.near_duplicate_distance)
+    typer.echo(f"dataset: {layout.root}")
+    typer.echo(f"labels: {layout.labels_file or '(none: folder names used)'}")
+    for split, counts in s["splits"].items():
+        typer.echo(f"{split}: {counts['total']} images in {layout.split_dirs[split]} "
+                   + " ".join(f"{c}={n}" for c, n in counts["per_class"].items()))
+    problems = list(s["dataset_problems"])
+    problems += [f"skipped {u['file']}: {u['reason']}" for u in s["unreadable"]]
+    problems += [f"used {o['file']}: {o['reason']}" for o in s["odd_files"]]
+    dup = s["duplicates"]
+    if dup["n_groups"]:
+        problems.append(f"{dup['n_groups']} groups of identical or near-identical images, "
+                        f"{dup['n_cross_split_groups']} shared between training and validation")
+    for line in problems:
+        typer.echo(f"  - {line}")
+    usable = all(counts["total"] > 0 for counts in s["splits"].values())
+    typer.echo(f"{len(problems)} problem(s); dataset is {'usable' if usable else 'NOT usable'}")
+    if not usable:
+        raise typer.Exit(1)
+
+
+@data_app.command("download")
+@user_errors
+def data_download(dest: Annotated[Path, typer.Option(help="Where to place the dataset.")]
+                  = Path("data/10-monkey-species")) -> None:
+    """Download the Kaggle dataset '10 Monkey Species' with kagglehub."""
+    from monkeyreport.data import download
+
+    typer.echo(f"dataset ready at {download(dest)}")

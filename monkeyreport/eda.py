@@ -1,0 +1,260 @@
+"""Exploratory analysis: counts, sizes, formats, odd files, duplicates -> eda.json + figures.
+
+The run is skipped when the dataset fingerprint and the EDA settings match the previous
+`eda.json` and its figures are still on disk.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from monkeyreport import figures, results
+from monkeyreport.config import Config, resolve_data_root, stable_hash
+from monkeyreport.data import (
+    SPLITS,
+    DatasetLayout,
+    ImageRecord,
+    fingerprint,
+    list_files,
+    load_rgb,
+    locate,
+    probe_all,
+)
+from monkeyreport.errors import DataError
+
+EDA_SCHEMA = 1
+SAMPLE_DECODE_SIZE = 256
+FIGURES = {
+    "class_distribution": "figures/class_distribution.png",
+    "sample_grid": "figures/sample_grid.png",
+    "image_sizes": "figures/image_sizes.png",
+}
+
+
+@dataclass(frozen=True)
+class EdaOutcome:
+    path: Path
+    skipped: bool
+    summary: dict[str, Any]
+
+
+def eda_path(config: Config) -> Path:
+    return config.report_dir / "eda" / "eda.json"
+
+
+def settings_hash(config: Config) -> str:
+    """What, besides the data, decides the EDA output."""
+    return stable_hash(EDA_SCHEMA, config.eda, config.data.max_image_pixels, config.seed, FIGURES)
+
+
+def run_eda(config: Config, force: bool = False, show_progress: bool = True) -> EdaOutcome:
+    """Analyse the dataset and write eda.json and the EDA figures, unless nothing changed."""
+    layout = locate(resolve_data_root(config))
+    entries = list_files(layout)
+    fp = fingerprint(layout, entries)
+    settings = settings_hash(config)
+    out = eda_path(config)
+    previous = results.read_json_if_exists(out)
+    if not force and _is_current(previous, fp, settings, config.report_dir):
+        return EdaOutcome(out, True, previous)
+
+    records = scan(layout, config, show_progress)
+    summary = summarize(layout, records, config.eda.near_duplicate_distance)
+    summary.update(
+        schema=EDA_SCHEMA,
+        dataset_fingerprint=fp,
+        settings_hash=settings,
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        figures=FIGURES,
+    )
+    _draw_figures(layout, records, summary, config)
+    results.write_json(out, summary)
+    return EdaOutcome(out, False, summary)
+
+
+def scan(layout: DatasetLayout, config: Config, show_progress: bool = True) -> list[ImageRecord]:
+    """Probe every file of the dataset; stop when not a single image is readable."""
+    entries = list_files(layout)
+    with tqdm(total=len(entries), desc="Probing images", unit="img",
+              disable=None if show_progress else True) as bar:
+        records = probe_all(entries, config.data.max_image_pixels, config.eda.workers, bar.update)
+    if not any(r.ok for r in records):
+        raise DataError(f"{layout.root}: no readable images among {len(records)} files")
+    return records
+
+
+def _is_current(previous: dict | None, fp: str, settings: str, report_dir: Path) -> bool:
+    return bool(
+        previous
+        and previous.get("dataset_fingerprint") == fp
+        and previous.get("settings_hash") == settings
+        and all((report_dir / rel).is_file() for rel in previous.get("figures", {}).values())
+    )
+
+
+def summarize(layout: DatasetLayout, records: list[ImageRecord], near_distance: int) -> dict[str, Any]:
+    """Everything the report says about the data, as JSON-ready values."""
+    usable = [r for r in records if r.ok]
+    codes = layout.class_codes
+    per_split = {
+        split: {code: sum(1 for r in usable if r.split == split and r.code == code) for code in codes}
+        for split in SPLITS
+    }
+    problems = list(layout.problems)
+    for split, counts in per_split.items():
+        problems += [f"class '{c}' has no usable images in the {split} split" for c, n in counts.items() if n == 0]
+    formats = Counter(r.format for r in usable)
+    main_format = formats.most_common(1)[0][0]
+    return {
+        "dataset_root": str(layout.root),
+        "classes": [
+            {"code": c.code, "latin_name": c.latin_name, "common_name": c.common_name,
+             "display_name": c.display_name}
+            for c in layout.classes
+        ],
+        "splits": {
+            split: {
+                "total": sum(counts.values()),
+                "per_class": counts,
+                "min_per_class": min(counts.values()),
+                "max_per_class": max(counts.values()),
+            }
+            for split, counts in per_split.items()
+        },
+        "total_images": len(usable),
+        "files_scanned": len(records),
+        "image_sizes": _size_stats(usable),
+        "formats": dict(formats.most_common()),
+        "extensions": dict(Counter(r.extension.lower() or "(none)" for r in usable).most_common()),
+        "modes": dict(Counter(r.mode for r in usable).most_common()),
+        "main_format": main_format,
+        "odd_files": _odd_files(usable, main_format),
+        "unreadable": [_file_ref(r) | {"reason": r.error} for r in records if not r.ok],
+        "duplicates": find_duplicates(usable, near_distance),
+        "dataset_problems": problems,
+    }
+
+
+def _file_ref(r: ImageRecord) -> dict[str, str]:
+    return {"file": r.relpath, "split": r.split, "class": r.code}
+
+
+def _odd_files(usable: list[ImageRecord], main_format: str) -> list[dict[str, str]]:
+    odd = []
+    for r in usable:
+        reasons = [r.odd_reason] if r.odd_reason else []
+        if r.format != main_format and r.format != "MPO":
+            reasons.append(f"format {r.format}, unlike the dataset's {main_format} files")
+        if reasons:
+            odd.append(_file_ref(r) | {"format": r.format, "extension": r.extension,
+                                       "reason": "; ".join(reasons)})
+    return odd
+
+
+def _size_stats(usable: list[ImageRecord]) -> dict[str, Any]:
+    def describe(values: list[int]) -> dict[str, float]:
+        return {"min": min(values), "max": max(values), "mean": round(statistics.fmean(values), 1),
+                "median": statistics.median(values)}
+
+    widths = [r.width for r in usable]
+    heights = [r.height for r in usable]
+    common = Counter((r.width, r.height) for r in usable).most_common(5)
+    return {
+        "width": describe(widths),
+        "height": describe(heights),
+        "most_common": [{"width": w, "height": h, "count": n} for (w, h), n in common],
+        "landscape": sum(1 for r in usable if r.width > r.height),
+        "portrait": sum(1 for r in usable if r.width < r.height),
+        "square": sum(1 for r in usable if r.width == r.height),
+    }
+
+
+def find_duplicates(usable: list[ImageRecord], near_distance: int) -> dict[str, Any]:
+    """Groups of identical (same bytes) or near-identical (perceptual hash) images."""
+    n = len(usable)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def union(i: int, j: int) -> None:
+        parent[find(i)] = find(j)
+
+    by_sha: dict[str, int] = {}
+    for i, r in enumerate(usable):
+        if r.sha256 in by_sha:
+            union(i, by_sha[r.sha256])
+        by_sha.setdefault(r.sha256, i)
+    hashes = np.array([int(r.phash, 16) for r in usable], dtype=np.uint64)
+    for i in range(n - 1):
+        distances = np.bitwise_count(hashes[i + 1:] ^ hashes[i])
+        for j in np.nonzero(distances <= near_distance)[0]:
+            union(i, i + 1 + int(j))
+
+    members: dict[int, list[int]] = defaultdict(list)
+    for i in range(n):
+        members[find(i)].append(i)
+    groups = []
+    for idx in members.values():
+        if len(idx) < 2:
+            continue
+        files = [usable[i] for i in idx]
+        splits = sorted({f.split for f in files})
+        groups.append({
+            "kind": "exact" if len({f.sha256 for f in files}) == 1 else "near",
+            "files": [_file_ref(f) for f in files],
+            "splits": splits,
+            "classes": sorted({f.code for f in files}),
+            "cross_split": len(splits) > 1,
+        })
+    groups.sort(key=lambda g: (not g["cross_split"], g["files"][0]["file"]))
+    cross = [g for g in groups if g["cross_split"]]
+    return {
+        "near_distance": near_distance,
+        "groups": groups,
+        "n_groups": len(groups),
+        "n_exact_groups": sum(1 for g in groups if g["kind"] == "exact"),
+        "n_files_in_groups": sum(len(g["files"]) for g in groups),
+        "n_cross_split_groups": len(cross),
+        "n_validation_files_in_cross_split_groups": sum(
+            1 for g in cross for f in g["files"] if f["split"] == "validation"),
+        "n_mixed_class_groups": sum(1 for g in groups if len(g["classes"]) > 1),
+    }
+
+
+def _draw_figures(layout: DatasetLayout, records: list[ImageRecord], summary: dict[str, Any],
+                  config: Config) -> None:
+    report_dir = config.report_dir
+    names = {c.code: c.display_name for c in layout.classes}
+    figures.class_distribution(
+        {split: summary["splits"][split]["per_class"] for split in SPLITS}, names,
+        report_dir / FIGURES["class_distribution"],
+    )
+    figures.sample_grid(_pick_samples(layout, records, config), report_dir / FIGURES["sample_grid"])
+    sizes = {split: [(r.width, r.height) for r in records if r.ok and r.split == split] for split in SPLITS}
+    figures.image_sizes(sizes, report_dir / FIGURES["image_sizes"])
+
+
+def _pick_samples(layout: DatasetLayout, records: list[ImageRecord], config: Config) -> list[tuple[str, list]]:
+    """A seeded choice of training images per class, decoded at reduced size."""
+    rng = random.Random(config.seed)
+    rows = []
+    for cls in layout.classes:
+        candidates = [r for r in records if r.ok and r.split == "training" and r.code == cls.code]
+        chosen = rng.sample(candidates, min(config.eda.samples_per_class, len(candidates)))
+        images = [load_rgb(layout.root / r.relpath, SAMPLE_DECODE_SIZE, config.data.max_image_pixels)
+                  for r in chosen]
+        rows.append((cls.display_name, images))
+    return rows

@@ -28,6 +28,8 @@ DataDirOpt = Annotated[Optional[Path], typer.Option(
     "--data-dir", help="Dataset folder (overrides $MONKEYREPORT_DATA and the config).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Report output folder.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the work even if nothing changed.")]
+OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Run only this experiment (repeatable).")]
+EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override training.epochs.")]
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -46,8 +48,10 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _config(path: Path, data_dir: Path | None = None, out: Path | None = None) -> Config:
-    return load_config(path).with_overrides(data_dir=data_dir_override(data_dir), out=out)
+def _config(path: Path, data_dir: Path | None = None, out: Path | None = None,
+            epochs: int | None = None) -> Config:
+    return load_config(path).with_overrides(data_dir=data_dir_override(data_dir), out=out,
+                                            epochs=epochs)
 
 
 @app.command()
@@ -74,12 +78,13 @@ def eda(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: Ou
 @user_errors
 def data_check(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None) -> None:
     """Find the dataset, probe every file, print the summary and every problem."""
-    from monkeyreport.data import locate
-    from monkeyreport.eda import scan, summarize
+    from monkeyreport.data import list_files, locate, scan
+    from monkeyreport.eda import summarize
 
     cfg = _config(config, data_dir)
     layout = locate(resolve_data_root(cfg))
-    s = summarize(layout, scan(layout, cfg), cfg.eda.near_duplicate_distance)
+    records = scan(layout, list_files(layout), cfg.data.max_image_pixels, cfg.eda.workers)
+    s = summarize(layout, records, cfg.eda.near_duplicate_distance)
     typer.echo(f"dataset: {layout.root}")
     typer.echo(f"labels: {layout.labels_file or '(none: folder names used)'}")
     for split, counts in s["splits"].items():
@@ -108,3 +113,35 @@ def data_download(dest: Annotated[Path, typer.Option(help="Where to place the da
     from monkeyreport.data import download
 
     typer.echo(f"dataset ready at {download(dest)}")
+
+
+@app.command()
+@user_errors
+def models(config: ConfigOpt = DEFAULT_CONFIG) -> None:
+    """List the configured experiments with parameter counts of the instantiated models."""
+    from monkeyreport.models import count_parameters, create
+
+    cfg = load_config(config)
+    typer.echo(f"{'experiment':<28} {'architecture':<20} {'frozen':<7} {'weights':<10} "
+               f"{'total':>12} {'trainable':>12}")
+    for exp in cfg.experiments:
+        # Counting needs no weights: random initialisation has the same shapes.
+        total, trainable = count_parameters(create(exp.architecture, frozen=exp.frozen).model)
+        typer.echo(f"{exp.name:<28} {exp.architecture:<20} {'yes' if exp.frozen else 'no':<7} "
+                   f"{exp.pretrained[:10]:<10} {total:>12,} {trainable:>12,}")
+
+
+@app.command()
+@user_errors
+def train(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, only: OnlyOpt = None,
+          epochs: EpochsOpt = None, force: ForceOpt = False) -> None:
+    """Train the configured experiments and write runs/<experiment>/ results."""
+    from monkeyreport.training import ExperimentFailure, train_all
+
+    outcomes = train_all(_config(config, data_dir, epochs=epochs), only=only, force=force)
+    for outcome in outcomes:
+        typer.echo(outcome.summary())
+    failed = [o for o in outcomes if isinstance(o, ExperimentFailure)]
+    if failed:
+        typer.echo(f"error: {len(failed)} of {len(outcomes)} experiment(s) failed", err=True)
+        raise typer.Exit(1)

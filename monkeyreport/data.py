@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 import imagehash
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from tqdm import tqdm
 
 from monkeyreport.errors import DataError
 
@@ -382,6 +383,17 @@ def probe_all(
             if progress:
                 progress(1)
     return results
+
+
+def scan(layout: DatasetLayout, entries: list[FileEntry], max_pixels: int, workers: int = 0,
+         show_progress: bool = True) -> list[ImageRecord]:
+    """Probe every file with a progress bar; stop when not a single image is readable."""
+    with tqdm(total=len(entries), desc="Probing images", unit="img",
+              disable=None if show_progress else True) as bar:
+        records = probe_all(entries, max_pixels, workers, bar.update)
+    if not any(r.ok for r in records):
+        raise DataError(f"{layout.root}: no readable images among {len(records)} files")
+    return records
 
 
 # --------------------------------------------------------------------------- download

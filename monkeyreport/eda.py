@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from monkeyreport import figures, results
 from monkeyreport.config import Config, resolve_data_root, stable_hash
@@ -27,9 +26,8 @@ from monkeyreport.data import (
     list_files,
     load_rgb,
     locate,
-    probe_all,
+    scan,
 )
-from monkeyreport.errors import DataError
 
 EDA_SCHEMA = 1
 SAMPLE_DECODE_SIZE = 256
@@ -67,7 +65,7 @@ def run_eda(config: Config, force: bool = False, show_progress: bool = True) -> 
     if not force and _is_current(previous, fp, settings, config.report_dir):
         return EdaOutcome(out, True, previous)
 
-    records = scan(layout, config, show_progress)
+    records = scan(layout, entries, config.data.max_image_pixels, config.eda.workers, show_progress)
     summary = summarize(layout, records, config.eda.near_duplicate_distance)
     summary.update(
         schema=EDA_SCHEMA,
@@ -79,17 +77,6 @@ def run_eda(config: Config, force: bool = False, show_progress: bool = True) -> 
     _draw_figures(layout, records, summary, config)
     results.write_json(out, summary)
     return EdaOutcome(out, False, summary)
-
-
-def scan(layout: DatasetLayout, config: Config, show_progress: bool = True) -> list[ImageRecord]:
-    """Probe every file of the dataset; stop when not a single image is readable."""
-    entries = list_files(layout)
-    with tqdm(total=len(entries), desc="Probing images", unit="img",
-              disable=None if show_progress else True) as bar:
-        records = probe_all(entries, config.data.max_image_pixels, config.eda.workers, bar.update)
-    if not any(r.ok for r in records):
-        raise DataError(f"{layout.root}: no readable images among {len(records)} files")
-    return records
 
 
 def _is_current(previous: dict | None, fp: str, settings: str, report_dir: Path) -> bool:

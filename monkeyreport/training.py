@@ -185,8 +185,9 @@ def _trainer(config: Config, run_dir: Path) -> L.Trainer:
         logger=False,
         num_sanity_val_steps=0,
         enable_model_summary=False,
-        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="epoch{epoch}",
-                                   save_last=True, save_top_k=0)],
+        # Without a monitor, top-1 is the newest epoch: one file, overwritten each epoch.
+        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+                                   enable_version_counter=False)],
     )
 
 

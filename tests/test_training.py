@@ -1,0 +1,146 @@
+import csv
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from monkeyreport import training
+from monkeyreport.cli import app
+from monkeyreport.config import load_config
+from monkeyreport.errors import MonkeyReportError
+from monkeyreport.training import ExperimentFailure, Interrupted, train_all
+
+from conftest import make_dataset
+
+VANILLA = {"name": "vanilla", "architecture": "vanilla_cnn"}
+
+
+def write_config(tmp_path: Path, experiments: list[dict], data: Path, **training) -> Path:
+    settings = {"epochs": 1, "batch_size": 4, "resize": 40, "crop": 32, "num_workers": 0} | training
+    lines = [f"[data]\nroot = '{data}'", f"[output]\nreport_dir = '{tmp_path / 'report'}'\n"
+             f"runs_dir = '{tmp_path / 'runs'}'", "[trainer]\naccelerator = 'cpu'\ndevices = 1", "[training]"]
+    lines += [f"{k} = {v!r}" for k, v in settings.items()]
+    for exp in experiments:
+        lines.append("[[experiments]]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in exp.items()]
+    path = tmp_path / "test.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return make_dataset(tmp_path / "d", per_class=(6, 4))
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+def test_results_contract_and_metrics_agree_with_predictions(tmp_path, dataset):
+    cfg = load_config(write_config(tmp_path, [VANILLA], dataset, epochs=2))
+    (result,) = train_all(cfg, show_progress=False)
+    run = result.run_dir
+    m = json.loads((run / "metrics.json").read_text())
+    for key in ("experiment", "architecture", "frozen", "pretrained", "accuracy", "macro_f1",
+                "confusion_matrix", "classes", "params_total", "params_trainable", "epochs",
+                "train_seconds", "device", "config_hash", "dataset_fingerprint", "versions"):
+        assert key in m
+    assert m["epochs"] == 2 and m["classes"] == ["n0", "n1", "n2"] and m["device"] == "cpu"
+    cm = np.array(m["confusion_matrix"])
+    assert cm.sum() == m["n_val"] == 12
+    assert m["accuracy"] == pytest.approx(np.trace(cm) / cm.sum(), abs=1e-6)
+    precision = np.diag(cm) / np.maximum(cm.sum(axis=0), 1)
+    recall = np.diag(cm) / np.maximum(cm.sum(axis=1), 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    assert m["macro_f1"] == pytest.approx(f1.mean(), abs=1e-6)
+
+    rows = read_csv(run / "predictions.csv")
+    assert len(rows) == 12
+    for row in rows:
+        probs = {c: float(row[f"prob_{c}"]) for c in m["classes"]}
+        assert max(probs, key=probs.get) == row["predicted_class"]
+        assert sum(probs.values()) == pytest.approx(1, abs=1e-4)
+    accuracy = np.mean([r["true_class"] == r["predicted_class"] for r in rows])
+    assert m["accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    from_csv = np.zeros_like(cm)
+    for r in rows:
+        from_csv[m["classes"].index(r["true_class"]), m["classes"].index(r["predicted_class"])] += 1
+    assert (from_csv == cm).all()
+
+    history = read_csv(run / "history.csv")
+    assert [int(h["epoch"]) for h in history] == [1, 2]
+    assert float(history[-1]["val_accuracy"]) == pytest.approx(m["accuracy"], abs=1e-6)
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_rerun_is_skipped_and_force_or_a_change_retrains(tmp_path, dataset):
+    path = write_config(tmp_path, [VANILLA], dataset)
+    cfg = load_config(path)
+    (first,) = train_all(cfg, show_progress=False)
+    (second,) = train_all(cfg, show_progress=False)
+    assert not first.skipped and second.skipped and second.metrics == first.metrics
+    (forced,) = train_all(cfg, force=True, show_progress=False)
+    assert not forced.skipped
+    (more_epochs,) = train_all(cfg.with_overrides(epochs=2), show_progress=False)
+    assert not more_epochs.skipped and more_epochs.metrics["epochs"] == 2
+
+
+class _StopInSecondEpoch(L.Callback):
+    def on_train_batch_start(self, trainer, *args):
+        if trainer.current_epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, dataset, monkeypatch):
+    cfg = load_config(write_config(tmp_path, [VANILLA], dataset, epochs=3))
+    real_trainer = training._trainer
+
+    def trainer_with_stop(config, run_dir):
+        trainer = real_trainer(config, run_dir)
+        trainer.callbacks.append(_StopInSecondEpoch())
+        return trainer
+
+    monkeypatch.setattr(training, "_trainer", trainer_with_stop)
+    with pytest.raises(Interrupted, match="vanilla: interrupted after 1 finished epoch"):
+        train_all(cfg, show_progress=False)
+    run = cfg.runs_dir / "vanilla"
+    assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
+
+    monkeypatch.setattr(training, "_trainer", real_trainer)
+    (resumed,) = train_all(cfg, show_progress=False)
+    assert resumed.metrics["resumed"] is True and resumed.metrics["epochs"] == 3
+    assert [int(h["epoch"]) for h in read_csv(run / "history.csv")] == [1, 2, 3]
+
+
+def test_a_failing_experiment_does_not_stop_the_others(tmp_path, dataset):
+    broken = {"name": "broken", "architecture": "resnet34", "pretrained": str(tmp_path / "nope.pth")}
+    path = write_config(tmp_path, [broken, VANILLA], dataset)
+    outcomes = train_all(load_config(path), show_progress=False)
+    assert isinstance(outcomes[0], ExperimentFailure)
+    assert "resnet34: weights file" in outcomes[0].reason and "does not exist" in outcomes[0].reason
+    assert outcomes[1].metrics["experiment"] == "vanilla"
+    result = CliRunner().invoke(app, ["train", "--config", str(path)])
+    assert result.exit_code == 1
+    assert "broken: FAILED: resnet34: weights file" in result.output
+    assert "1 of 2 experiment(s) failed" in result.output
+
+
+def test_only_names_a_configured_experiment(tmp_path, dataset):
+    cfg = load_config(write_config(tmp_path, [VANILLA], dataset))
+    with pytest.raises(MonkeyReportError, match="--only: no experiment named 'nope'"):
+        train_all(cfg, only=["nope"], show_progress=False)
+
+
+def test_frozen_lite0_with_packaged_weights_learns_the_monkeys(tmp_path, shared_dataset):
+    """Transfer learning for real, offline: the frozen ImageNet backbone + a trained head."""
+    lite0 = {"name": "lite0", "architecture": "efficientnet_lite0", "frozen": True, "pretrained": "packaged"}
+    cfg = load_config(write_config(tmp_path, [lite0], shared_dataset, epochs=1, batch_size=32,
+                                   resize=146, crop=128, num_workers=2))
+    (result,) = train_all(cfg, show_progress=False)
+    assert result.metrics["n_val"] == 272
+    assert result.metrics["accuracy"] >= 0.90, result.metrics["accuracy"]

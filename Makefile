@@ -10,7 +10,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: install test eda report clean
+.PHONY: install test eda train report clean
 
 install: $(STAMP)
 
@@ -27,8 +27,11 @@ test: install
 eda: install
 	$(BIN)/monkeyreport eda --config $(CONFIG) $(DATA_FLAG)
 
-# The main job. Until `monkeyreport build` lands, the report is the exploratory analysis.
-report: eda
+train: install
+	$(BIN)/monkeyreport train --config $(CONFIG) $(DATA_FLAG)
+
+# The main job. Until `monkeyreport build` lands: the analysis and the training.
+report: eda train
 
 clean:
 	rm -rf report runs

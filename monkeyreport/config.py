@@ -62,6 +62,8 @@ class TrainingConfig:
     crop: int = 224
     num_workers: int = 2
     max_images_per_class: int = 0  # 0 = every image; smoke profiles use a subset
+    image_cache: bool = True  # decode each image once into a uint8 cache under runs_dir
+    feature_cache: bool = True  # frozen: run the backbone once, train the head on its features
 
     def validate(self) -> None:
         _require(self.epochs >= 1, "training.epochs", "must be >= 1")

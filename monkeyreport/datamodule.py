@@ -1,6 +1,12 @@
-"""The torch side of the dataset layer: a Dataset over probed files and a DataModule.
+"""The torch side of the dataset layer: datasets over probed files, the decoded-image cache,
+and the DataModule.
 
 Kept apart from `data.py` so that the EDA and the renderer never pay for importing torch.
+
+Preprocessing is split in two. Resize and centre crop are deterministic, so they run once
+per image into a uint8 cache (a memory-mapped file under the runs folder); conversion to
+float and normalisation run on the batch, on the training device, so one cache serves
+every backbone whatever its normalisation statistics.
 """
 
 from __future__ import annotations
@@ -10,11 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 from torchvision.transforms import v2
 
+from monkeyreport import results
+from monkeyreport.config import stable_hash
 from monkeyreport.data import DatasetLayout, ImageRecord, load_rgb
+
+CACHE_SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -33,23 +44,24 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def transform(self) -> v2.Compose:
-        return v2.Compose([
-            v2.ToImage(),
-            v2.Resize(self.resize, antialias=True),
-            v2.CenterCrop(self.crop),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(self.mean, self.std),
-        ])
+    def crop_transform(self) -> v2.Compose:
+        """PIL image -> uint8 CHW tensor of the crop."""
+        return v2.Compose([v2.ToImage(), v2.Resize(self.resize, antialias=True), v2.CenterCrop(self.crop)])
+
+    def normalize(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW batch -> normalised float batch, on whatever device the batch is."""
+        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+        return (batch.float().div_(255) - mean) / std
 
 
-class ImageDataset(Dataset):
-    """Decodes each sample to RGB (reduced-scale JPEG decoding) and applies the transform."""
+class DecodedImages(Dataset):
+    """Decodes every image each time it is read (reduced-scale JPEG decoding)."""
 
     def __init__(self, samples: list[Sample], preprocessing: Preprocessing, max_pixels: int) -> None:
         self.samples = samples
-        self.preprocessing = preprocessing
-        self.transform = preprocessing.transform()
+        self.resize = preprocessing.resize
+        self.transform = preprocessing.crop_transform()
         self.max_pixels = max_pixels
 
     def __len__(self) -> int:
@@ -57,8 +69,53 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         sample = self.samples[index]
-        image = load_rgb(sample.path, self.preprocessing.resize, self.max_pixels)
-        return self.transform(image), sample.label
+        return self.transform(load_rgb(sample.path, self.resize, self.max_pixels)), sample.label
+
+
+class CachedImages(Dataset):
+    """Reads decoded crops from the uint8 cache."""
+
+    def __init__(self, images: np.ndarray, samples: list[Sample]) -> None:
+        self.images = images
+        self.labels = [s.label for s in samples]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(np.array(self.images[index])), self.labels[index]
+
+
+def image_cache(samples: list[Sample], preprocessing: Preprocessing, cache_dir: Path,
+                dataset_fingerprint: str, max_pixels: int, num_workers: int) -> np.ndarray:
+    """The crops of `samples` as a read-only (N, 3, crop, crop) uint8 memmap, built if needed.
+
+    The file name is a hash of the dataset fingerprint, the crop settings and the sample
+    list, so a changed image or setting gives a new cache and an unchanged one is reused.
+    """
+    key = stable_hash(CACHE_SCHEMA, dataset_fingerprint, preprocessing.resize, preprocessing.crop,
+                      max_pixels, [s.relpath for s in samples])
+    path = cache_dir / f"images-{key}.u8"
+    shape = (len(samples), 3, preprocessing.crop, preprocessing.crop)
+    if not path.is_file() or path.stat().st_size != int(np.prod(shape)):
+        _build_image_cache(path, shape, samples, preprocessing, max_pixels, num_workers)
+    return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+
+
+def _build_image_cache(path: Path, shape: tuple[int, ...], samples: list[Sample],
+                       preprocessing: Preprocessing, max_pixels: int, num_workers: int) -> None:
+    loader = DataLoader(DecodedImages(samples, preprocessing, max_pixels), batch_size=64,
+                        num_workers=num_workers)
+    with results.atomic_path(path) as tmp:
+        images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+        start = 0
+        for batch, _ in loader:
+            images[start:start + len(batch)] = batch.numpy()
+            start += len(batch)
+        images.flush()
+        del images
+    results.write_json(path.with_suffix(".json"), {"shape": list(shape),
+                                                   "files": [s.relpath for s in samples]})
 
 
 def select_samples(layout: DatasetLayout, records: list[ImageRecord], split: str,
@@ -76,10 +133,15 @@ def select_samples(layout: DatasetLayout, records: list[ImageRecord], split: str
 
 
 class MonkeyDataModule(L.LightningDataModule):
-    """Training and validation loaders over the usable images of the dataset."""
+    """Training and validation loaders; batches arrive as uint8 and are normalised on device.
+
+    With `cache_dir`, images are decoded once into the image cache at setup; without it
+    (the plain path), every epoch decodes every JPEG again.
+    """
 
     def __init__(self, train: list[Sample], val: list[Sample], preprocessing: Preprocessing,
-                 batch_size: int, num_workers: int, max_pixels: int) -> None:
+                 batch_size: int, num_workers: int, max_pixels: int,
+                 cache_dir: Path | None = None, dataset_fingerprint: str = "") -> None:
         super().__init__()
         self.train_samples = train
         self.val_samples = val
@@ -87,22 +149,65 @@ class MonkeyDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.max_pixels = max_pixels
+        self.cache_dir = cache_dir
+        self.dataset_fingerprint = dataset_fingerprint
+        self._datasets: dict[str, Dataset] = {}
 
-    def _loader(self, samples: list[Sample], shuffle: bool) -> DataLoader:
-        return DataLoader(
-            ImageDataset(samples, self.preprocessing, self.max_pixels),
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
+    def setup(self, stage: str | None = None) -> None:
+        if self._datasets:
+            return
+        for split, samples in (("train", self.train_samples), ("val", self.val_samples)):
+            if self.cache_dir is None:
+                self._datasets[split] = DecodedImages(samples, self.preprocessing, self.max_pixels)
+            else:
+                cached = image_cache(samples, self.preprocessing, self.cache_dir,
+                                     self.dataset_fingerprint, self.max_pixels, self.num_workers)
+                self._datasets[split] = CachedImages(cached, samples)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        self.setup()
+        # Reading the cache costs next to nothing: worker processes would only add overhead.
+        workers = self.num_workers if self.cache_dir is None else 0
+        return DataLoader(self._datasets[split], batch_size=self.batch_size, shuffle=shuffle,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_samples, shuffle=True)
+        return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_samples, shuffle=False)
+        return self._loader("val", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.val_samples, shuffle=False)
+        return self._loader("val", shuffle=False)
+
+    def unshuffled_train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=False)
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
+                                dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        return self.preprocessing.normalize(x), y
+
+
+class FeatureDataModule(L.LightningDataModule):
+    """Cached backbone features of a frozen experiment, batched like the images they replace.
+
+    Loaders are built exactly as MonkeyDataModule builds its own (same batch size, same
+    shuffling), so with the same seed the head sees the same batches in the same order.
+    """
+
+    def __init__(self, train: TensorDataset, val: TensorDataset, batch_size: int) -> None:
+        super().__init__()
+        self.train = train
+        self.val = val
+        self.batch_size = batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val, batch_size=self.batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.val_dataloader()

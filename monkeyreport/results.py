@@ -16,6 +16,15 @@ from typing import Any, Iterator
 from monkeyreport.errors import MonkeyReportError
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path next to `path`; rename it onto `path` if the block succeeds."""
@@ -26,6 +35,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         raise MonkeyReportError(f"{path.parent}: cannot write output ({exc.strerror})") from None
     os.close(fd)
     tmp = Path(tmp_name)
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; outputs get ordinary permissions
     try:
         yield tmp
         os.replace(tmp, path)

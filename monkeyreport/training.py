@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import platform
 import shutil
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import torchmetrics
 import torchvision
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import nn
+from torch.utils.data import TensorDataset
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
@@ -36,16 +39,30 @@ from monkeyreport import results
 from monkeyreport.config import Config, ExperimentConfig, resolve_data_root, stable_hash
 from monkeyreport.data import DatasetLayout, ImageRecord, list_files, locate, scan
 from monkeyreport.data import fingerprint as fingerprint_dataset
-from monkeyreport.datamodule import MonkeyDataModule, Preprocessing, Sample, select_samples
+from monkeyreport.datamodule import (
+    FeatureDataModule,
+    MonkeyDataModule,
+    Preprocessing,
+    Sample,
+    select_samples,
+)
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.models import count_parameters, create, get_architecture
 
 RESULTS_SCHEMA = 1
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1")
+
+# A frozen backbone is in eval mode on purpose; Lightning warns about that at every fit.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+# Lightning's own use of a torch API deprecated in recent torch releases; nothing to act on.
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+# Lightning advertises a cloud logger at every Trainer; this toolkit logs to CSV on disk.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda record: "litlogger" not in record.getMessage())
 
 
 class Interrupted(MonkeyReportError):
     """The user stopped training (Ctrl-C); finished epochs are kept in the checkpoint."""
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1")
 
 
 class LitClassifier(L.LightningModule):
@@ -134,6 +151,8 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
                    force: bool = False) -> ExperimentResult:
     """Train and evaluate one experiment, or reuse its finished results."""
     run_dir = config.runs_dir / experiment.name
+    t = config.training
+    on_features = experiment.frozen and t.feature_cache
     identity = {"config_hash": experiment_hash(config, experiment),
                 "dataset_fingerprint": dataset_fingerprint}
     if not force and is_finished(config, experiment, dataset_fingerprint):
@@ -141,35 +160,83 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
     (run_dir / "failed.json").unlink(missing_ok=True)
 
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    started = results.read_json_if_exists(run_dir / "run.json")
-    resume = not force and checkpoint.is_file() and started == identity
+    started = identity | {"trains_on_features": on_features}  # the checkpoint holds the head alone then
+    resume = not force and checkpoint.is_file() and results.read_json_if_exists(run_dir / "run.json") == started
     if not resume:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
         (run_dir / "metrics.json").unlink(missing_ok=True)
-        results.write_json(run_dir / "run.json", identity)
+        results.write_json(run_dir / "run.json", started)
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     created = create(experiment.architecture, len(layout.classes), experiment.pretrained, experiment.frozen)
-    t = config.training
     preprocessing = Preprocessing(t.resize, t.crop, created.mean, created.std)
-    datamodule = MonkeyDataModule(
+    images = MonkeyDataModule(
         select_samples(layout, records, "training", t.max_images_per_class, config.seed),
         select_samples(layout, records, "validation", t.max_images_per_class, config.seed),
         preprocessing, t.batch_size, t.num_workers, config.data.max_image_pixels,
+        cache_dir=config.runs_dir / "cache" if t.image_cache else None,
+        dataset_fingerprint=dataset_fingerprint,
     )
-    module = LitClassifier(created.model, len(layout.classes), t.learning_rate)
-    trainer = _trainer(config, run_dir)
     start = time.perf_counter()
+    if on_features:
+        datamodule: L.LightningDataModule = extract_features(config, created.model.backbone, images)
+        module = LitClassifier(created.model.head, len(layout.classes), t.learning_rate)
+    else:
+        datamodule = images
+        module = LitClassifier(created.model, len(layout.classes), t.learning_rate)
+    trainer = _trainer(config, run_dir)
     _fit(trainer, module, datamodule, checkpoint if resume else None, experiment.name)
     train_seconds = time.perf_counter() - start
 
     probabilities, targets = _predict(trainer, module, datamodule)
     metrics = _metrics(config, experiment, layout, created, module, identity, probabilities, targets,
-                       train_seconds, str(trainer.strategy.root_device), preprocessing, resume)
+                       train_seconds, str(trainer.strategy.root_device), images, resume)
     _write_history(run_dir / "history.csv", module.history)
-    _write_predictions(run_dir / "predictions.csv", datamodule.val_samples, layout.class_codes, probabilities)
+    _write_predictions(run_dir / "predictions.csv", images.val_samples, layout.class_codes, probabilities)
     results.write_json(run_dir / "metrics.json", metrics)
     return ExperimentResult(experiment.name, run_dir, False, metrics)
+
+
+class FeatureExtractor(L.LightningModule):
+    """Runs a frozen backbone over normalised images; used once per frozen experiment."""
+
+    def __init__(self, backbone: nn.Module, preprocessing: Preprocessing) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.preprocessing = preprocessing
+
+    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
+                                dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        return self.preprocessing.normalize(x), y
+
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
+                     dataloader_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        return self.backbone(x).float(), y
+
+
+def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule) -> FeatureDataModule:
+    """One eval-mode pass of the frozen backbone over training and validation images.
+
+    Training the head on these features for every epoch gives the same result as running
+    the whole network every epoch, because a frozen backbone in eval mode computes the same
+    features each time. The pass runs under a forked RNG so that shuffling and dropout
+    afterwards draw exactly what they would have drawn on the plain path.
+    """
+    tc = config.trainer
+    trainer = L.Trainer(accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
+                        strategy=tc.strategy, num_nodes=tc.num_nodes, logger=False,
+                        enable_checkpointing=False, enable_model_summary=False)
+    extractor = FeatureExtractor(backbone.eval(), images.preprocessing)
+    with torch.random.fork_rng(devices=[]):
+        train, val = trainer.predict(extractor, dataloaders=[images.unshuffled_train_dataloader(),
+                                                             images.val_dataloader()])
+
+    def stack(outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> TensorDataset:
+        return TensorDataset(torch.cat([f for f, _ in outputs]).cpu(), torch.cat([y for _, y in outputs]).cpu())
+
+    return FeatureDataModule(stack(train), stack(val), config.training.batch_size)
 
 
 def _trainer(config: Config, run_dir: Path) -> L.Trainer:
@@ -191,7 +258,7 @@ def _trainer(config: Config, run_dir: Path) -> L.Trainer:
     )
 
 
-def _fit(trainer: L.Trainer, module: LitClassifier, datamodule: MonkeyDataModule,
+def _fit(trainer: L.Trainer, module: LitClassifier, datamodule: L.LightningDataModule,
          checkpoint: Path | None, name: str) -> None:
     """Run trainer.fit; Ctrl-C becomes a one-line error that says how to resume."""
     try:
@@ -209,17 +276,19 @@ def _fit(trainer: L.Trainer, module: LitClassifier, datamodule: MonkeyDataModule
         raise Interrupted(f"{name}: training stopped early; rerun to resume from the last checkpoint")
 
 
-def _predict(trainer: L.Trainer, module: LitClassifier, datamodule: MonkeyDataModule) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = trainer.predict(module, dataloaders=datamodule.predict_dataloader())
+def _predict(trainer: L.Trainer, module: LitClassifier,
+             datamodule: L.LightningDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = trainer.predict(module, datamodule=datamodule)
     return torch.cat([p for p, _ in batches]), torch.cat([y for _, y in batches])
 
 
 def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout, created: Any,
              module: LitClassifier, identity: dict[str, str], probabilities: torch.Tensor,
              targets: torch.Tensor, train_seconds: float, device: str,
-             preprocessing: Preprocessing, resumed: bool) -> dict[str, Any]:
+             images: MonkeyDataModule, resumed: bool) -> dict[str, Any]:
     n = len(layout.classes)
     preds = probabilities.argmax(dim=1)
+    preprocessing = images.preprocessing
     total, trainable = count_parameters(created.model)
     arch = get_architecture(experiment.architecture)
     return {
@@ -235,7 +304,7 @@ def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout
         "macro_f1": float(multiclass_f1_score(preds, targets, n, average="macro")),
         "confusion_matrix": multiclass_confusion_matrix(preds, targets, n).tolist(),
         "classes": layout.class_codes,
-        "n_train": len(module.trainer.datamodule.train_samples),
+        "n_train": len(images.train_samples),
         "n_val": len(targets),
         "params_total": total,
         "params_trainable": trainable,

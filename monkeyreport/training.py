@@ -50,7 +50,7 @@ from monkeyreport.errors import MonkeyReportError
 from monkeyreport.models import count_parameters, create, get_architecture
 
 RESULTS_SCHEMA = 1
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1")
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
 
 # A frozen backbone is in eval mode on purpose; Lightning warns about that at every fit.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
@@ -78,6 +78,10 @@ class LitClassifier(L.LightningModule):
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_macro_f1 = MulticlassF1Score(num_classes, average="macro")
         self.history: list[dict[str, float]] = []
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_start = time.perf_counter()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -103,6 +107,7 @@ class LitClassifier(L.LightningModule):
             "val_loss": float(self.val_loss.compute()),
             "val_accuracy": float(self.val_accuracy.compute()),
             "val_macro_f1": float(self.val_macro_f1.compute()),
+            "seconds": round(time.perf_counter() - self._epoch_start, 3),  # training + validation
         }
         for metric in (self.train_loss, self.val_loss, self.val_accuracy, self.val_macro_f1):
             metric.reset()

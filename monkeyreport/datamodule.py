@@ -106,7 +106,9 @@ def _build_image_cache(path: Path, shape: tuple[int, ...], samples: list[Sample]
                        preprocessing: Preprocessing, max_pixels: int, num_workers: int) -> None:
     loader = DataLoader(DecodedImages(samples, preprocessing, max_pixels), batch_size=64,
                         num_workers=num_workers)
-    with results.atomic_path(path) as tmp:
+    # Iterating a DataLoader draws from the global RNG; fork it so that training shuffles
+    # and drops out exactly as it would without the cache.
+    with torch.random.fork_rng(devices=[]), results.atomic_path(path) as tmp:
         images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
         start = 0
         for batch, _ in loader:

@@ -40,6 +40,20 @@ def test_feature_cache_gives_the_same_result_as_the_full_network(tmp_path, archi
     assert np.allclose(probs_full, probs_cached, atol=1e-4)
 
 
+def test_image_cache_does_not_change_what_fine_tuning_learns(tmp_path):
+    data = make_dataset(tmp_path / "d", per_class=(8, 4))
+    base = load_config(write_config(tmp_path, [{"name": "v", "architecture": "vanilla_cnn"}], data,
+                                    epochs=2, batch_size=4))
+    plain = with_training(base, image_cache=False)
+    plain = dataclasses.replace(plain, output=dataclasses.replace(plain.output, runs_dir=str(tmp_path / "plain")))
+    (decoded,) = train_all(plain, show_progress=False)
+    (cached,) = train_all(base, show_progress=False)
+    assert (cached.run_dir.parent / "cache").is_dir() and not (decoded.run_dir.parent / "cache").exists()
+    assert cached.metrics["confusion_matrix"] == decoded.metrics["confusion_matrix"]
+    for a, b in zip(read_csv(decoded.run_dir / "history.csv"), read_csv(cached.run_dir / "history.csv")):
+        assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), abs=1e-5)
+
+
 def _cache(root, tmp_path, resize=40, crop=32):
     layout = locate(root)
     entries = list_files(layout)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import time
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Callable, Optional, TypeVar
 
@@ -90,7 +91,7 @@ def data_check(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None) 
     for split, counts in s["splits"].items():
         typer.echo(f"{split}: {counts['total']} images in {layout.split_dirs[split]} "
                    + " ".join(f"{c}={n}" for c, n in counts["per_class"].items()))
-    problems = list(s["dataset_problems"])
+    problems = [p["message"] for p in s["dataset_problems"]]
     problems += [f"skipped {u['file']}: {u['reason']}" for u in s["unreadable"]]
     problems += [f"used {o['file']}: {o['reason']}" for o in s["odd_files"]]
     dup = s["duplicates"]
@@ -144,4 +145,44 @@ def train(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, only:
     failed = [o for o in outcomes if isinstance(o, ExperimentFailure)]
     if failed:
         typer.echo(f"error: {len(failed)} of {len(outcomes)} experiment(s) failed", err=True)
+        raise typer.Exit(1)
+
+
+class OutputFormat(str, Enum):
+    html = "html"
+    pdf = "pdf"
+    both = "both"
+
+
+FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="Which outputs to write.")]
+StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when an experiment has no results.")]
+TemplatesOpt = Annotated[Optional[Path], typer.Option(
+    "--templates", help="Templates folder (default: the project's templates/).")]
+
+
+@app.command()
+@user_errors
+def render(config: ConfigOpt = DEFAULT_CONFIG, out: OutOpt = None, format: FormatOpt = OutputFormat.both,
+           strict: StrictOpt = False, templates: TemplatesOpt = None) -> None:
+    """Render the Spanish report (report.html, report.pdf) from the results on disk."""
+    from monkeyreport.render import render as render_report
+
+    outcome = render_report(_config(config, out=out), format.value, strict=strict, templates_dir=templates)
+    typer.echo(outcome.summary())
+
+
+@app.command()
+@user_errors
+def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: OutOpt = None,
+          force: ForceOpt = False, templates: TemplatesOpt = None) -> None:
+    """Run eda, training, model summaries and rendering; skip each stage that is unchanged."""
+    from monkeyreport.build import build as run_build
+
+    start = time.perf_counter()
+    outcome = run_build(_config(config, data_dir, out), force=force, templates_dir=templates,
+                        echo=typer.echo)
+    typer.echo(f"build finished in {time.perf_counter() - start:.1f} s")
+    if outcome.failed:
+        typer.echo(f"error: {len(outcome.failed)} experiment(s) failed: {', '.join(outcome.failed)}",
+                   err=True)
         raise typer.Exit(1)

@@ -60,6 +60,23 @@ class ClassInfo:
 
 
 @dataclass(frozen=True)
+class Problem:
+    """Something wrong with the dataset that the run works around.
+
+    `kind` is stable and machine-readable (the report words it in Spanish); `message` is
+    the English line for the command line.
+    """
+
+    kind: str
+    message: str
+    code: str = ""
+    split: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"kind": self.kind, "message": self.message, "class": self.code, "split": self.split}
+
+
+@dataclass(frozen=True)
 class DatasetLayout:
     """Where the splits and labels of one dataset are, and its classes in index order."""
 
@@ -67,7 +84,7 @@ class DatasetLayout:
     split_dirs: dict[str, Path]
     classes: list[ClassInfo]
     labels_file: Path | None
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def class_codes(self) -> list[str]:
@@ -101,24 +118,35 @@ class ImageRecord:
     sha256: str = ""
     phash: str = ""
     error: str = ""
+    error_kind: str = ""  # unreadable | empty | too_large | not_image | corrupt
 
     @property
     def ok(self) -> bool:
         return not self.error
 
     @property
-    def odd_reason(self) -> str:
-        """Why a usable file's name or container is unusual, or ''."""
+    def odd_issues(self) -> list[str]:
+        """What is unusual about a usable file's name or container (stable kinds)."""
         if not self.ok:
-            return ""
-        reasons = []
+            return []
+        issues = []
         if not self.extension:
-            reasons.append(f"no file extension (content is {self.format})")
+            issues.append("no_extension")
         elif self.extension.lower() not in EXPECTED_EXTENSIONS.get(self.format, set()):
-            reasons.append(f"extension '{self.extension}' but content is {self.format}")
+            issues.append("extension_mismatch")
         if self.format == "MPO":
-            reasons.append(f"multi-picture JPEG (MPO, {self.frames} frames); first frame used")
-        return "; ".join(reasons)
+            issues.append("mpo")
+        return issues
+
+    @property
+    def odd_reason(self) -> str:
+        """The odd issues in English, or ''."""
+        words = {
+            "no_extension": f"no file extension (content is {self.format})",
+            "extension_mismatch": f"extension '{self.extension}' but content is {self.format}",
+            "mpo": f"multi-picture JPEG (MPO, {self.frames} frames); first frame used",
+        }
+        return "; ".join(words[i] for i in self.odd_issues)
 
 
 # --------------------------------------------------------------------------- layout
@@ -134,7 +162,7 @@ def locate(root: Path) -> DatasetLayout:
     if not root.is_dir():
         raise DataError(f"{root}: dataset root is not a folder")
     split_dirs = {split: _find_split_dir(root, split) for split in SPLITS}
-    problems: list[str] = []
+    problems: list[Problem] = []
     folders = {split: _class_folders(d) for split, d in split_dirs.items()}
     codes = sorted(set().union(*folders.values()), key=_natural_key)
     if not codes:
@@ -142,23 +170,27 @@ def locate(root: Path) -> DatasetLayout:
     for split, present in folders.items():
         for code in codes:
             if code not in present:
-                problems.append(f"class folder '{code}' is missing from the {split} split")
+                problems.append(Problem("class_missing_from_split",
+                                        f"class folder '{code}' is missing from the {split} split", code, split))
     labels_file = next((root / n for n in LABEL_FILES if (root / n).is_file()), None)
     labels: dict[str, ClassInfo] = {}
     if labels_file is None:
-        problems.append("no labels file (monkey_labels.txt); class names are the folder names")
+        problems.append(Problem("no_labels_file",
+                                "no labels file (monkey_labels.txt); class names are the folder names"))
     else:
         try:
             labels = read_labels(labels_file)
         except DataError as exc:
-            problems.append(f"labels file ignored: {exc}")
+            problems.append(Problem("labels_file_ignored", f"labels file ignored: {exc}"))
     if labels:
         for code in codes:
             if code not in labels:
-                problems.append(f"class folder '{code}' is not in {labels_file.name}; its folder name is used")
+                problems.append(Problem("class_not_in_labels",
+                                        f"class folder '{code}' is not in {labels_file.name}; its folder name is used", code))
         for code in labels:
             if code not in codes:
-                problems.append(f"{labels_file.name} lists '{code}' but no folder has that name")
+                problems.append(Problem("label_without_folder",
+                                        f"{labels_file.name} lists '{code}' but no folder has that name", code))
     classes = [labels.get(code, ClassInfo(code)) for code in codes]
     return DatasetLayout(root, split_dirs, classes, labels_file, problems)
 
@@ -273,7 +305,7 @@ def _check_pixels(image: Image.Image, max_pixels: int) -> None:
 
 
 class _Unusable(Exception):
-    """Internal: a file cannot be used; the message is the reason shown to the user."""
+    """Internal: an image is too large to decode; the message is the reason shown to the user."""
 
 
 def _open_checked(source: Path | io.BytesIO, max_pixels: int) -> Image.Image:
@@ -321,9 +353,9 @@ def probe(entry: FileEntry, max_pixels: int) -> ImageRecord:
     try:
         data = entry.path.read_bytes()
     except OSError as exc:
-        return ImageRecord(**base, error=f"cannot be read: {_describe_error(exc)}")
+        return ImageRecord(**base, error=f"cannot be read: {_describe_error(exc)}", error_kind="unreadable")
     if not data:
-        return ImageRecord(**base, error="empty file (0 bytes)")
+        return ImageRecord(**base, error="empty file (0 bytes)", error_kind="empty")
     base.update(size_bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     try:
         with _open_checked(io.BytesIO(data), max_pixels) as image:
@@ -334,11 +366,11 @@ def probe(entry: FileEntry, max_pixels: int) -> ImageRecord:
                 width, height = height, width
             thumb = _decode(image, HASH_THUMB_SIZE)
     except _Unusable as exc:
-        return ImageRecord(**base, error=str(exc))
+        return ImageRecord(**base, error=str(exc), error_kind="too_large")
     except UnidentifiedImageError:
-        return ImageRecord(**base, error="not an image (content not recognised)")
+        return ImageRecord(**base, error="not an image (content not recognised)", error_kind="not_image")
     except (OSError, ValueError, SyntaxError) as exc:
-        return ImageRecord(**base, error=f"cannot be decoded: {_describe_error(exc)}")
+        return ImageRecord(**base, error=f"cannot be decoded: {_describe_error(exc)}", error_kind="corrupt")
     return ImageRecord(
         **base,
         format=fmt,

@@ -22,6 +22,7 @@ from monkeyreport.data import (
     SPLITS,
     DatasetLayout,
     ImageRecord,
+    Problem,
     fingerprint,
     list_files,
     load_rgb,
@@ -29,7 +30,7 @@ from monkeyreport.data import (
     scan,
 )
 
-EDA_SCHEMA = 1
+EDA_SCHEMA = 2
 SAMPLE_DECODE_SIZE = 256
 FIGURES = {
     "class_distribution": "figures/class_distribution.png",
@@ -98,7 +99,8 @@ def summarize(layout: DatasetLayout, records: list[ImageRecord], near_distance: 
     }
     problems = list(layout.problems)
     for split, counts in per_split.items():
-        problems += [f"class '{c}' has no usable images in the {split} split" for c, n in counts.items() if n == 0]
+        problems += [Problem("class_empty_in_split", f"class '{c}' has no usable images in the {split} split",
+                             c, split) for c, n in counts.items() if n == 0]
     formats = Counter(r.format for r in usable)
     main_format = formats.most_common(1)[0][0]
     return {
@@ -125,9 +127,9 @@ def summarize(layout: DatasetLayout, records: list[ImageRecord], near_distance: 
         "modes": dict(Counter(r.mode for r in usable).most_common()),
         "main_format": main_format,
         "odd_files": _odd_files(usable, main_format),
-        "unreadable": [_file_ref(r) | {"reason": r.error} for r in records if not r.ok],
+        "unreadable": [_file_ref(r) | {"kind": r.error_kind, "reason": r.error} for r in records if not r.ok],
         "duplicates": find_duplicates(usable, near_distance),
-        "dataset_problems": problems,
+        "dataset_problems": [p.as_dict() for p in problems],
     }
 
 
@@ -135,15 +137,16 @@ def _file_ref(r: ImageRecord) -> dict[str, str]:
     return {"file": r.relpath, "split": r.split, "class": r.code}
 
 
-def _odd_files(usable: list[ImageRecord], main_format: str) -> list[dict[str, str]]:
+def _odd_files(usable: list[ImageRecord], main_format: str) -> list[dict[str, Any]]:
     odd = []
     for r in usable:
-        reasons = [r.odd_reason] if r.odd_reason else []
-        if r.format != main_format and r.format != "MPO":
+        issues, reasons = r.odd_issues, [r.odd_reason] if r.odd_reason else []
+        if r.format not in (main_format, "MPO"):
+            issues = [*issues, "minority_format"]
             reasons.append(f"format {r.format}, unlike the dataset's {main_format} files")
-        if reasons:
+        if issues:
             odd.append(_file_ref(r) | {"format": r.format, "extension": r.extension,
-                                       "reason": "; ".join(reasons)})
+                                       "issues": issues, "reason": "; ".join(reasons)})
     return odd
 
 

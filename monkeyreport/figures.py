@@ -89,3 +89,214 @@ def image_sizes(sizes: dict[str, list[tuple[int, int]]], path: Path) -> None:
     ax.legend(loc="best")
     fig.tight_layout()
     save(fig, path)
+
+
+# ----------------------------------------------------------------------------- report figures
+# Drawn by `render`; each is redrawn only when the digest of its inputs changed.
+
+import hashlib  # noqa: E402
+import json  # noqa: E402
+
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+FIGURE_VERSION = 2  # bump to redraw every report figure after a change of style
+
+
+def inputs_digest(*parts: object) -> str:
+    payload = json.dumps([FIGURE_VERSION, *parts], sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha")
+
+
+def is_current(path: Path, digest: str) -> bool:
+    """True when `path` exists and was drawn from inputs with this digest."""
+    marker = _digest_path(path)
+    return path.is_file() and marker.is_file() and marker.read_text().strip() == digest
+
+
+def draw_if_changed(path: Path, digest: str, draw, *args) -> bool:
+    """Call draw(*args, path) unless the figure is current; returns whether it was drawn."""
+    if is_current(path, digest):
+        return False
+    draw(*args, path)
+    from monkeyreport.results import write_text
+
+    write_text(_digest_path(path), digest + "\n")
+    return True
+
+
+def _box(ax, x: float, y: float, w: float, h: float, text: str, color: str,
+         fontsize: float = 9, text_color: str = "black") -> None:
+    ax.add_patch(FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.06",
+                                linewidth=1.0, edgecolor="#333333", facecolor=color))
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize, color=text_color, wrap=True)
+
+
+def _arrow(ax, start: tuple[float, float], end: tuple[float, float], color: str = "#333333") -> None:
+    ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=12, linewidth=1.2,
+                                 color=color, shrinkA=0, shrinkB=0))
+
+
+def _canvas(width: float, height: float, xlim: tuple[float, float], ylim: tuple[float, float]):
+    fig, ax = plt.subplots(figsize=(width, height))
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_axis_off()
+    return fig, ax
+
+
+def cnn_schematic(path: Path) -> None:
+    """Figura 1: input -> convolution -> pooling -> flatten -> fully connected -> output."""
+    fig, ax = _canvas(10, 3.0, (0, 10.6), (0, 3))
+    steps = [
+        ("Imagen de\nentrada\n3 × H × W", "#e8e8e8"),
+        ("Convolución\n+ ReLU\n(mapas de\ncaracterísticas)", "#cfe0f3"),
+        ("Pooling\n(reducción\nespacial)", "#d9ecd0"),
+        ("Convolución\n+ ReLU", "#cfe0f3"),
+        ("Pooling", "#d9ecd0"),
+        ("Flatten\n(vector)", "#f6e3c6"),
+        ("Fully\nconnected", "#f3d0d0"),
+        ("Salida\n(10 clases,\nsoftmax)", "#e8e8e8"),
+    ]
+    xs = np.linspace(0.7, 9.9, len(steps))
+    for i, (x, (text, color)) in enumerate(zip(xs, steps)):
+        _box(ax, x, 1.6, 1.05, 1.5, text, color, fontsize=8)
+        if i:
+            _arrow(ax, (xs[i - 1] + 0.55, 1.6), (x - 0.55, 1.6))
+    ax.annotate("", xy=(xs[4] + 0.5, 0.55), xytext=(xs[1] - 0.5, 0.55),
+                arrowprops=dict(arrowstyle="-", color="#3b6ea5", linewidth=1.5))
+    ax.text((xs[1] + xs[4]) / 2, 0.3, "Extracción de características", ha="center", fontsize=9,
+            color="#3b6ea5")
+    ax.annotate("", xy=(xs[6] + 0.5, 0.55), xytext=(xs[5] - 0.5, 0.55),
+                arrowprops=dict(arrowstyle="-", color="#a53b3b", linewidth=1.5))
+    ax.text((xs[5] + xs[6]) / 2, 0.3, "Clasificación", ha="center", fontsize=9, color="#a53b3b")
+    save(fig, path)
+
+
+def transfer_learning_scheme(path: Path) -> None:
+    """Figura 5: a backbone pre-trained on ImageNet reused with a new head for 10 species."""
+    fig, ax = _canvas(10, 4.2, (0, 10), (0, 4.4))
+    ax.text(0.2, 4.1, "Tarea de origen: ImageNet (1000 clases)", fontsize=10, weight="bold")
+    _box(ax, 1.2, 3.2, 1.8, 0.9, "Imágenes de\nImageNet", "#e8e8e8", 8.5)
+    _box(ax, 4.2, 3.2, 3.2, 0.9, "Backbone convolucional\n(pesos aprendidos)", "#cfe0f3", 8.5)
+    _box(ax, 7.6, 3.2, 2.2, 0.9, "Clasificador original\n1000 clases", "#dddddd", 8.5)
+    _arrow(ax, (2.1, 3.2), (2.6, 3.2))
+    _arrow(ax, (5.8, 3.2), (6.5, 3.2))
+    ax.text(0.2, 1.85, "Tarea de destino: 10 especies de monos", fontsize=10, weight="bold")
+    _box(ax, 1.2, 1.15, 1.8, 0.9, "Imágenes de\nmonos", "#e8e8e8", 8.5)
+    _box(ax, 4.2, 1.15, 3.2, 0.9, "Backbone transferido\ncongelado o ajustado (fine-tuning)",
+         "#cfe0f3", 8.5)
+    _box(ax, 7.6, 1.15, 2.2, 0.9, "Cabeza nueva\nLinear → ReLU → Linear\n(10 clases)", "#f3d0d0", 8.5)
+    _arrow(ax, (2.1, 1.15), (2.6, 1.15))
+    _arrow(ax, (5.8, 1.15), (6.5, 1.15))
+    _arrow(ax, (4.2, 2.72), (4.2, 1.63), color="#3b6ea5")
+    ax.text(4.35, 2.35, "se copian los pesos", fontsize=8.5, color="#3b6ea5", va="center")
+    ax.text(7.6, 2.35, "se descarta y se reemplaza", fontsize=8.5, color="#a53b3b", ha="center",
+            va="center")
+    ax.text(5.0, 0.2, "Backbone congelado: solo se entrena la cabeza.   "
+            "Fine-tuning: se entrenan todas las capas.", ha="center", fontsize=8.5, style="italic")
+    save(fig, path)
+
+
+def _format_params(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1e6:.2f} M".replace(".", ",")
+    if n >= 1_000:
+        return f"{n / 1e3:.1f} k".replace(".", ",")
+    return str(n)
+
+
+_SHORT_NAMES = {"DepthwiseSeparableConv": "DS-Conv", "InvertedResidual": "MBConv",
+                "BatchNormAct2d": "BN", "BatchNorm2d": "BN", "SelectAdaptivePool2d": "GlobalPool",
+                "AdaptiveAvgPool2d": "AdaptiveAvgPool", "BasicBlock": "BasicBlock"}
+
+
+def _short_layer(layer: str) -> str:
+    for long, short in _SHORT_NAMES.items():
+        layer = layer.replace(long, short)
+    return layer
+
+
+def architecture_diagram(summary: dict, path: Path) -> None:
+    """Figuras 2-4: the stages of an instantiated model with output shape and parameters."""
+    stages = summary["stages"]
+    ncols = 4
+    nrows = (len(stages) + 1 + ncols - 1) // ncols  # +1 for the input box
+    fig, ax = _canvas(10, 1.35 * nrows + 0.2, (0, ncols * 2.5), (-(nrows - 0.4) * 1.35, 0.75))
+    boxes = [("Entrada", "×".join(map(str, summary["input_shape"])), "", "input")]
+    boxes += [(_short_layer(s["layer"]), "×".join(map(str, s["output_shape"])), _format_params(s["params"]) + " parám.",
+               s["group"]) for s in stages]
+    colors = {"input": "#e8e8e8", "backbone": "#cfe0f3", "head": "#f3d0d0"}
+    centers = []
+    for i, (layer, shape, params, group) in enumerate(boxes):
+        r, c = divmod(i, ncols)
+        x, y = 1.25 + c * 2.5, -r * 1.35
+        centers.append((x, y))
+        text = f"{layer}\n{shape}" + (f"\n{params}" if params else "")
+        _box(ax, x, y, 2.0, 0.95, text, colors[group], fontsize=7.5)
+    for (x0, y0), (x1, y1) in zip(centers, centers[1:]):
+        if y0 == y1:
+            _arrow(ax, (x0 + 1.0, y0), (x1 - 1.0, y1))
+        else:
+            _arrow(ax, (x0, y0 - 0.48), (x1 + 0.4, y1 + 0.48), color="#888888")
+    save(fig, path)
+
+
+def confusion_matrices(panels: Sequence[tuple[str, Sequence[Sequence[int]]]], names: Sequence[str],
+                       path: Path) -> None:
+    """Figuras 8-11: one heat map per experiment, species on both axes."""
+    n = len(panels)
+    fig, axes = plt.subplots(1, n, figsize=(4.8 * n, 4.7), squeeze=False)
+    for ax, (title, matrix) in zip(axes[0], panels):
+        m = np.asarray(matrix)
+        sns.heatmap(m, annot=True, fmt="d", cmap="Blues", cbar=False, ax=ax, square=True,
+                    annot_kws={"fontsize": 6.5}, xticklabels=names, yticklabels=names,
+                    linewidths=0.3, linecolor="#ffffff")
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("Clase predicha")
+        ax.set_ylabel("Clase real")
+        ax.tick_params(axis="x", labelrotation=60, labelsize=7.5)
+        ax.tick_params(axis="y", labelrotation=0, labelsize=7.5)
+        for label in ax.get_xticklabels():
+            label.set_ha("right")
+            label.set_style("italic")
+        for label in ax.get_yticklabels():
+            label.set_style("italic")
+    fig.tight_layout()
+    save(fig, path)
+
+
+def training_curves(histories: Sequence[tuple[str, Sequence[dict[str, float]]]], path: Path) -> None:
+    """Loss and validation accuracy / macro F1 per epoch, one column per experiment."""
+    n = len(histories)
+    ncols = min(4, n)
+    nrows = (n + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.0 * ncols, 2.6 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (title, rows) in zip(axes.flat, histories):
+        ax.set_axis_on()
+        epochs = [r["epoch"] for r in rows]
+        ax.plot(epochs, [r["train_loss"] for r in rows], "o-", ms=3, label="Pérdida entren.")
+        ax.plot(epochs, [r["val_loss"] for r in rows], "s-", ms=3, label="Pérdida valid.")
+        ax.set_xlabel("Época", fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        twin = ax.twinx()
+        twin.plot(epochs, [r["val_accuracy"] for r in rows], "^--", ms=3, color="#2a9d5c",
+                  label="Accuracy valid.")
+        twin.set_ylim(0, 1)
+        twin.tick_params(labelsize=7)
+    handles = [*axes.flat[0].get_legend_handles_labels()[0]]
+    labels = [*axes.flat[0].get_legend_handles_labels()[1]]
+    from matplotlib.lines import Line2D
+
+    handles.append(Line2D([], [], marker="^", ls="--", color="#2a9d5c"))
+    labels.append("Accuracy valid. (eje derecho)")
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    save(fig, path)

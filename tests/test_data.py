@@ -52,7 +52,7 @@ def test_malformed_labels_fall_back_to_folder_names(tmp_path):
     (root / "monkey_labels.txt").write_text("Label, Latin\nn0 only-one-cell\n")
     layout = locate(root)
     assert [c.display_name for c in layout.classes] == ["n0", "n1", "n2"]
-    assert any("labels file ignored" in p and "line 2" in p for p in layout.problems)
+    assert any(p.kind == "labels_file_ignored" and "line 2" in p.message for p in layout.problems)
 
 
 @pytest.mark.parametrize("doubled", [True, False])
@@ -67,7 +67,7 @@ def test_both_kaggle_layouts(tmp_path, doubled):
 def test_without_labels_file_classes_are_folder_names(tmp_path):
     layout = locate(make_dataset(tmp_path / "d", labels=False))
     assert [c.display_name for c in layout.classes] == ["n0", "n1", "n2"]
-    assert any("no labels file" in p for p in layout.problems)
+    assert [p.kind for p in layout.problems] == ["no_labels_file"]
 
 
 def test_missing_root_and_missing_split_are_clear_errors(tmp_path):
@@ -84,7 +84,9 @@ def test_class_missing_from_a_split_is_reported(tmp_path):
         f.unlink()
     (root / "validation" / "validation" / "n2").rmdir()
     layout = locate(root)
-    assert "class folder 'n2' is missing from the validation split" in layout.problems
+    (problem,) = layout.problems
+    assert (problem.kind, problem.code, problem.split) == ("class_missing_from_split", "n2", "validation")
+    assert problem.message == "class folder 'n2' is missing from the validation split"
 
 
 # ----------------------------------------------------------------- probing by content
@@ -97,18 +99,20 @@ def _make(folder: Path, name: str, writer) -> Path:
 
 BAD_FILES = {
     "truncated.jpg": (lambda p: p.write_bytes(jpeg_bytes(noise_image(1, (300, 200)))[:1500]),
-                      "cannot be decoded: image file is truncated"),
-    "zero.jpg": (lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
-    "notes.jpg": (lambda p: p.write_text("these are not pixels\n"), "not an image (content not recognised)"),
-    "huge.png": (lambda p: Image.new("1", (3000, 2000)).save(p), "exceed the safety limit"),
+                      "corrupt", "cannot be decoded: image file is truncated"),
+    "zero.jpg": (lambda p: p.write_bytes(b""), "empty", "empty file (0 bytes)"),
+    "notes.jpg": (lambda p: p.write_text("these are not pixels\n"), "not_image",
+                  "not an image (content not recognised)"),
+    "huge.png": (lambda p: Image.new("1", (3000, 2000)).save(p), "too_large", "exceed the safety limit"),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_unusable_files_are_skipped_with_reason(tmp_path, name):
-    writer, reason = BAD_FILES[name]
+    writer, kind, reason = BAD_FILES[name]
     record = probe(entry(_make(tmp_path, name, writer)), LIMIT)
     assert not record.ok
+    assert record.error_kind == kind
     assert reason in record.error
 
 

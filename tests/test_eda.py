@@ -62,8 +62,10 @@ def test_bad_files_are_used_or_listed_and_run_completes(tmp_path):
     assert set(reasons) == {"zero.jpg", "text.jpg", "cut.jpg", "huge.png"}
     assert "safety limit" in reasons["huge.png"]
     assert s["splits"]["training"]["per_class"]["n1"] == 4 + 4
-    odd = {Path(o["file"]).name for o in s["odd_files"]}
-    assert odd == {"noext", "rgba.png"}
+    kinds = {Path(u["file"]).name: u["kind"] for u in s["unreadable"]}
+    assert kinds == {"zero.jpg": "empty", "text.jpg": "not_image", "cut.jpg": "corrupt", "huge.png": "too_large"}
+    odd = {Path(o["file"]).name: o["issues"] for o in s["odd_files"]}
+    assert odd == {"noext": ["no_extension"], "rgba.png": ["minority_format"]}
     assert s["modes"]["CMYK"] == 1 and s["modes"]["L"] == 1
 
 

@@ -1,0 +1,109 @@
+"""Architecture summaries for Figuras 2-4: report/models/<architecture>.json.
+
+Each summary comes from the instantiated model (random weights: shapes do not depend on
+them): one forward pass of a 1x3x224x224 dummy input with hooks on the top-level stages
+of the backbone and the head, recording each stage's output shape and parameter count.
+`render` reads these JSON files and never imports torch itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from monkeyreport import results
+from monkeyreport.config import Config
+from monkeyreport.models import count_parameters, create, get_architecture
+
+SUMMARY_SCHEMA = 1
+INPUT_SHAPE = (1, 3, 224, 224)
+# Layers folded into the stage before them, so a diagram shows "Conv2d + ReLU" as one box.
+_FOLDED = (nn.ReLU, nn.SiLU, nn.GELU, nn.BatchNorm2d, nn.Dropout, nn.Identity)
+
+
+@dataclass(frozen=True)
+class SummaryOutcome:
+    architecture: str
+    path: Path
+    skipped: bool
+
+
+def summary_path(report_dir: Path, architecture: str) -> Path:
+    return report_dir / "models" / f"{architecture}.json"
+
+
+def write_summaries(config: Config, force: bool = False,
+                    extra: list[str] | None = None) -> list[SummaryOutcome]:
+    """One summary per configured architecture (and per `extra` one); an existing file is
+    kept unless `force`."""
+    outcomes = []
+    names = [e.architecture for e in config.experiments] + list(extra or [])
+    for architecture in dict.fromkeys(names):
+        path = summary_path(config.report_dir, architecture)
+        previous = results.read_json_if_exists(path)
+        if not force and previous and previous.get("schema") == SUMMARY_SCHEMA:
+            outcomes.append(SummaryOutcome(architecture, path, True))
+            continue
+        results.write_json(path, summarize_architecture(architecture))
+        outcomes.append(SummaryOutcome(architecture, path, False))
+    return outcomes
+
+
+def _stages(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
+    """(group, name, module) of the top-level stages of backbone and head."""
+    backbone, head = model.backbone, model.head
+    stages: list[tuple[str, str, nn.Module]] = []
+    for name, child in backbone.named_children():
+        expand = name == "blocks" or (isinstance(backbone, nn.Sequential) and isinstance(child, nn.Sequential))
+        if expand:
+            stages += [("backbone", f"{name}.{n}", c) for n, c in child.named_children()]
+        else:
+            stages.append(("backbone", name, child))
+    stages += [("head", f"head.{n}", c) for n, c in head.named_children()]
+    return stages
+
+
+def summarize_architecture(architecture: str, num_classes: int = 10) -> dict[str, Any]:
+    arch = get_architecture(architecture)
+    model = create(architecture, num_classes, "none", frozen=False).model.eval()
+    stages = _stages(model)
+    shapes: dict[int, list[int]] = {}
+    handles = []
+    for i, (_, _, module) in enumerate(stages):
+        def hook(_m: nn.Module, _inp: Any, out: Any, i: int = i) -> None:
+            if isinstance(out, torch.Tensor):
+                shapes[i] = list(out.shape[1:])
+        handles.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(torch.zeros(INPUT_SHAPE))
+    finally:
+        for h in handles:
+            h.remove()
+
+    rows: list[dict[str, Any]] = []
+    for i, (group, name, module) in enumerate(stages):
+        if i not in shapes:
+            continue
+        params = sum(p.numel() for p in module.parameters())
+        kind = type(module).__name__
+        if isinstance(module, nn.Sequential) and len(module):
+            kind = f"{len(module)} × {type(module[0]).__name__}"
+        folded = isinstance(module, _FOLDED) or kind.startswith("BatchNorm")
+        if folded and rows and rows[-1]["group"] == group:
+            if not isinstance(module, nn.Identity):
+                rows[-1]["layer"] += f" + {kind}"
+            rows[-1]["params"] += params
+            rows[-1]["output_shape"] = shapes[i]
+            continue
+        if isinstance(module, nn.Identity):
+            continue
+        rows.append({"group": group, "name": name, "layer": kind, "output_shape": shapes[i],
+                     "params": params})
+    total, _ = count_parameters(model)
+    return {"schema": SUMMARY_SCHEMA, "architecture": architecture, "title": arch.title,
+            "input_shape": list(INPUT_SHAPE[1:]), "params_total": total, "stages": rows}

@@ -1,0 +1,230 @@
+"""render: the Spanish report from result files (no training, no torch)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+from typer.testing import CliRunner
+
+from conftest import REPO, make_dataset
+from monkeyreport.cli import app
+from monkeyreport.errors import MonkeyReportError
+
+SMOKE = REPO / "configs" / "smoke.toml"
+SPEC_HEADINGS = [
+    "Introducción", "Redes Convolucionales", "AlexNet", "ResNet", "EfficientNet",
+    "Transfer Learning", "Los Datos", "Análisis Exploratorio", "Modelamiento",
+    "Preprocesamiento", "Detalles de Arquitecturas", "Evaluación", "Resultados del Modelo",
+    "Conclusiones", "Referencias", "Reproducibilidad", "Comparación con el reporte original",
+]
+ROW = re.compile(r"(\S+) (Yes|No|-) (\d\.\d{4}|pendiente|falló) (\d\.\d{4}|pendiente|falló)")
+runner = CliRunner()
+
+
+def pdf_text(path: Path) -> str:
+    text = " ".join(page.extract_text() or "" for page in PdfReader(path).pages)
+    return re.sub(r"\s+", " ", text)
+
+
+def table1_rows(text: str) -> list[tuple[str, ...]]:
+    start = text.index("Tabla 1.")
+    end = text.index("Figura 8.", start)
+    return ROW.findall(text[start:end])
+
+
+def expected_rows(config_path: Path, runs_dir: Path) -> list[tuple[str, ...]]:
+    from monkeyreport.config import load_config
+
+    rows = []
+    for exp in load_config(config_path).experiments:
+        metrics = runs_dir / exp.name / "metrics.json"
+        frozen = "-" if exp.architecture == "vanilla_cnn" else ("Yes" if exp.frozen else "No")
+        if metrics.is_file():
+            m = json.loads(metrics.read_text())
+            rows.append((exp.label, frozen, f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}"))
+        else:
+            rows.append((exp.label, frozen, "pendiente", "pendiente"))
+    return rows
+
+
+def write_config(tmp: Path, report_dir: Path, runs_dir: Path) -> Path:
+    """smoke.toml with its output folders moved into `tmp`."""
+    text = SMOKE.read_text()
+    text = re.sub(r'report_dir = ".*"', f'report_dir = "{report_dir}"', text)
+    text = re.sub(r'runs_dir = ".*"', f'runs_dir = "{runs_dir}"', text)
+    path = tmp / "smoke.toml"
+    path.write_text(text)
+    return path
+
+
+def fake_results(config_path: Path, data_root: Path) -> None:
+    """eda.json from a tiny dataset, plus metrics/history and model summaries made up."""
+    from monkeyreport.config import load_config
+    from monkeyreport.eda import run_eda
+
+    cfg = load_config(config_path).with_overrides(data_dir=data_root)
+    run_eda(cfg, show_progress=False)
+    n = 3
+    for i, exp in enumerate(cfg.experiments):
+        run_dir = cfg.runs_dir / exp.name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        acc = 0.1 + 0.11 * i
+        metrics = {
+            "experiment": exp.name, "title": exp.label, "architecture": exp.architecture,
+            "architecture_title": exp.label, "frozen": exp.frozen, "pretrained": exp.pretrained,
+            "weights": "aleatorios", "accuracy": acc, "macro_f1": acc * 0.9,
+            "confusion_matrix": [[2 if r == c else (1 if c == (r + i) % n else 0) for c in range(n)]
+                                 for r in range(n)],
+            "classes": ["n0", "n1", "n2"], "n_train": 12, "n_val": 6,
+            "params_total": 1_000_000 * (i + 1), "params_trainable": 10_000 * (i + 1), "epochs": 2,
+            "train_seconds": 1.5, "device": "cpu", "seed": 42,
+            "preprocessing": {"resize": 72, "crop": 64, "mean": [0.485, 0.456, 0.406],
+                              "std": [0.229, 0.224, 0.225]},
+            "versions": {"python": "3.11", "torch": "x", "torchvision": "x", "timm": "x",
+                         "lightning": "x", "torchmetrics": "x"},
+        }
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        (run_dir / "history.csv").write_text(
+            "epoch,train_loss,val_loss,val_accuracy,val_macro_f1\n1,2.0,2.1,0.2,0.1\n2,1.5,1.8,0.3,0.2\n")
+    for arch in ("vanilla_cnn", "alexnet", "resnet34", "efficientnet_b0"):
+        stages = [{"group": "backbone", "name": "0", "layer": "Conv2d + ReLU", "output_shape": [8, 32, 32],
+                   "params": 100},
+                  {"group": "head", "name": "head.0", "layer": "Linear", "output_shape": [10], "params": 90}]
+        path = cfg.report_dir / "models" / f"{arch}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"schema": 1, "architecture": arch, "title": arch,
+                                    "input_shape": [3, 224, 224], "params_total": 190, "stages": stages}))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("render")
+    data_root = make_dataset(tmp / "data")
+    config = write_config(tmp, tmp / "report", tmp / "runs")
+    fake_results(config, data_root)
+    result = runner.invoke(app, ["render", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    return {"tmp": tmp, "config": config, "report": tmp / "report", "runs": tmp / "runs"}
+
+
+def copy_project(project: dict[str, Path], dest: Path) -> dict[str, Path]:
+    shutil.copytree(project["report"], dest / "report")
+    shutil.copytree(project["runs"], dest / "runs")
+    config = write_config(dest, dest / "report", dest / "runs")
+    return {"tmp": dest, "config": config, "report": dest / "report", "runs": dest / "runs"}
+
+
+def test_pdf_has_every_heading_table_and_caption(project):
+    text = pdf_text(project["report"] / "report.pdf")
+    for heading in SPEC_HEADINGS:
+        assert heading in text, heading
+    assert table1_rows(text) == expected_rows(project["config"], project["runs"])
+    for n in range(1, 12):
+        assert f"Figura {n}." in text, n
+    assert "Tabla 1." in text
+    assert "pesos aleatorios" in text  # smoke profile: stated on the title page
+    assert "0.9412" in text  # the original report's published numbers in the appendix
+
+
+def test_best_row_bold_and_html_stands_alone(project):
+    html = (project["report"] / "report.html").read_text()
+    best = re.search(r'<tr class="best[^"]*">(.*?)</tr>', html, re.S).group(1)
+    assert "<strong>EfficientNetB0</strong>" in best  # highest made-up accuracy: the last row
+    assert (project["report"] / "report.css").is_file()
+    for src in re.findall(r'<img src="([^"]+)"', html):
+        assert not src.startswith(("/", "http")) and (project["report"] / src).is_file(), src
+
+
+def test_pending_and_failed_experiments(project, tmp_path):
+    p = copy_project(project, tmp_path)
+    (p["runs"] / "alexnet_frozen" / "metrics.json").unlink()
+    (p["runs"] / "resnet34_finetuned" / "metrics.json").unlink()
+    (p["runs"] / "resnet34_finetuned" / "failed.json").write_text(
+        json.dumps({"experiment": "resnet34_finetuned", "reason": "out of memory"}))
+    result = runner.invoke(app, ["render", "--config", str(p["config"]), "--format", "html"])
+    assert result.exit_code == 0, result.output
+    html = (p["report"] / "report.html").read_text()
+    assert re.search(r"<td>AlexNet</td><td>Yes</td><td class=\"num\">pendiente</td>", html)
+    assert re.search(r"<td>ResNet34</td><td>No</td><td class=\"num\">falló</td>", html)
+    assert "out of memory" in html
+    strict = runner.invoke(app, ["render", "--config", str(p["config"]), "--strict"])
+    assert strict.exit_code == 1
+    assert "alexnet_frozen (pending)" in strict.output and "resnet34_finetuned (failed)" in strict.output
+
+
+def test_template_errors_are_one_line_and_keep_the_old_report(project, tmp_path):
+    p = copy_project(project, tmp_path)
+    before = (p["report"] / "report.pdf").read_bytes()
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    section = templates / "sections" / "07_conclusiones.html.j2"
+    lines = section.read_text().splitlines()
+    lines[3] = "{% endif %}"  # stray tag on line 4
+    section.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["render", "--config", str(p["config"]), "--templates", str(templates)])
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert len(message.splitlines()) == 1, message
+    assert "sections/07_conclusiones.html.j2:4" in message, message
+    assert (p["report"] / "report.pdf").read_bytes() == before
+
+    lines[3] = "{% for c in conclusions %}{{ no_such_value }}"
+    section.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["render", "--config", str(p["config"]), "--templates", str(templates)])
+    assert result.exit_code == 1
+    assert "sections/07_conclusiones.html.j2:4" in result.output and "no_such_value" in result.output
+    assert (p["report"] / "report.pdf").read_bytes() == before
+
+
+def test_url_fetcher_refuses_network_and_escapes(tmp_path):
+    from monkeyreport.render import url_fetcher
+
+    root = tmp_path / "report"
+    (root / "figures").mkdir(parents=True)
+    (root / "figures" / "a.png").write_bytes(b"x")
+    (tmp_path / "secret.txt").write_text("no")
+    fetcher = url_fetcher([root])
+    fetcher.check((root / "figures" / "a.png").as_uri())  # allowed
+    for url in ("http://example.com/a.png", "https://example.com/x.css",
+                (tmp_path / "secret.txt").as_uri(),
+                root.as_uri() + "/figures/../../secret.txt",
+                "file:///etc/passwd", "ftp://example.com/x"):
+        with pytest.raises(MonkeyReportError):
+            fetcher.check(url)
+
+
+def test_render_does_not_import_torch(project, tmp_path):
+    p = copy_project(project, tmp_path)
+    code = ("import sys; from pathlib import Path; import monkeyreport.render as r; "
+            "from monkeyreport.config import load_config; "
+            f"r.render(load_config(Path({str(p['config'])!r})), 'html'); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_conclusions_follow_the_numbers():
+    from monkeyreport.render import conclusions
+
+    def row(name, arch, frozen, acc, params):
+        return {"name": name, "label": arch, "architecture": arch, "frozen": frozen, "status": "ok",
+                "long_label": f"{arch} ({'congelado' if frozen else 'fine-tuning'})", "accuracy": acc,
+                "macro_f1": acc, "accuracy_text": f"{acc:.4f}", "macro_f1_text": f"{acc:.4f}",
+                "best": False, "metrics": {"params_total": params}, "reason": ""}
+
+    rows = [row("v", "vanilla_cnn", False, 0.46, 1), row("af", "AlexNet", True, 0.94, 12),
+            row("at", "AlexNet", False, 0.11, 12)]
+    rows[1]["best"] = True
+    text = " ".join(conclusions(rows, 10, 0))
+    assert "AlexNet (congelado)" in text.split(".")[0]
+    assert "congelar el backbone dio mejor resultado" in text
+    assert "AlexNet (fine-tuning) no aprendió" in text
+    assert "VanillaCNN alcanzó un accuracy de 0.4600; 1 de los 2" in text
+    assert "inflados" not in text

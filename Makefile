@@ -10,7 +10,10 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-.PHONY: install test eda train report clean
+BENCH_CONFIG ?= configs/offline.toml
+BENCH_FLAGS  ?=
+
+.PHONY: install test eda train report bench clean
 
 install: $(STAMP)
 
@@ -30,8 +33,13 @@ eda: install
 train: install
 	$(BIN)/monkeyreport train --config $(CONFIG) $(DATA_FLAG)
 
-# The main job. Until `monkeyreport build` lands: the analysis and the training.
-report: eda train
+# The main job: analysis, training and the report (report/report.{html,pdf}).
+report: install
+	$(BIN)/monkeyreport build --config $(CONFIG) $(DATA_FLAG)
+
+# Plain path vs optimised path vs compute floor; writes benchmarks/results.md.
+bench: install
+	$(BIN)/python benchmarks/bench.py --config $(BENCH_CONFIG) $(DATA_FLAG) $(BENCH_FLAGS)
 
 clean:
 	rm -rf report runs

@@ -50,8 +50,8 @@ def class_distribution(counts: dict[str, dict[str, int]], names: dict[str, str],
 def sample_grid(rows: Sequence[tuple[str, Sequence[Image.Image]]], path: Path) -> None:
     """Figura 7: several training images per class, one row per species."""
     ncols = max((len(images) for _, images in rows), default=1)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols + 1.9, 1.6 * len(rows)),
-                             squeeze=False)
+    # Square cells (the species names sit outside them, kept by bbox_inches="tight").
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(1.6 * ncols, 1.6 * len(rows)), squeeze=False)
     for (name, images), row_axes in zip(rows, axes):
         for ax in row_axes:
             ax.set_axis_off()
@@ -62,7 +62,7 @@ def sample_grid(rows: Sequence[tuple[str, Sequence[Image.Image]]], path: Path) -
         row_axes[0].set_yticks([])
         for spine in row_axes[0].spines.values():
             spine.set_visible(False)
-        row_axes[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9, style="italic")
+        row_axes[0].set_ylabel(name, rotation=0, ha="right", va="center", fontsize=13, style="italic")
     fig.subplots_adjust(wspace=0.04, hspace=0.06)
     save(fig, path)
 

@@ -36,7 +36,8 @@ F = TypeVar("F", bound=Callable[..., None])
 
 
 def user_errors(command: F) -> F:
-    """Turn a MonkeyReportError into `error: <one line>` on stderr and exit code 1."""
+    """Turn a MonkeyReportError into `error: <one line>` on stderr and exit code 1;
+    Ctrl-C outside training (which handles it itself) exits 130 without a traceback."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs) -> None:
@@ -45,6 +46,9 @@ def user_errors(command: F) -> F:
         except MonkeyReportError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            typer.echo("interrupted; finished results are kept, rerun to continue", err=True)
+            raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -121,8 +125,10 @@ def data_download(dest: Annotated[Path, typer.Option(help="Where to place the da
 def models(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     """List the configured experiments with parameter counts of the instantiated models."""
     from monkeyreport.models import count_parameters, create
+    from monkeyreport.training import select_experiments
 
     cfg = load_config(config)
+    select_experiments(cfg, None)  # unknown architectures: one line naming the experiment
     typer.echo(f"{'experiment':<28} {'architecture':<20} {'frozen':<7} {'weights':<10} "
                f"{'total':>12} {'trainable':>12}")
     for exp in cfg.experiments:

@@ -22,6 +22,7 @@ from monkeyreport.errors import ConfigError
 DEFAULT_CONFIG = Path("monkeyreport.toml")
 DEFAULT_DATA_ROOT = Path("data/10-monkey-species")
 DATA_ENV_VAR = "MONKEYREPORT_DATA"
+WEIGHT_SOURCES = ("imagenet", "none", "packaged")  # any other `pretrained` value is a file path
 
 
 @dataclass(frozen=True)
@@ -95,11 +96,20 @@ class ExperimentConfig:
     architecture: str
     title: str = ""  # shown in Tabla 1; defaults to the name
     frozen: bool = False
-    pretrained: str = "none"  # "imagenet", "none", or a path to a state dict
+    pretrained: str = "none"  # "imagenet", "none", "packaged", or a path to a state dict
 
     def validate(self, where: str) -> None:
         _require(bool(self.name.strip()), f"{where}.name", "must not be empty")
         _require(bool(self.architecture.strip()), f"{where}.architecture", "must not be empty")
+        if self.weights_file is not None:
+            _require(self.weights_file.is_file(), f"{where}.pretrained",
+                     f"(experiment '{self.name}'): weights file {self.weights_file} does not exist; "
+                     "use a state dict path, \"imagenet\", \"packaged\" or \"none\"")
+
+    @property
+    def weights_file(self) -> Path | None:
+        """The local state dict named by `pretrained`, if it names one."""
+        return None if self.pretrained in WEIGHT_SOURCES else Path(self.pretrained)
 
     @property
     def label(self) -> str:

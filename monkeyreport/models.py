@@ -26,7 +26,6 @@ from monkeyreport.errors import MonkeyReportError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-WEIGHT_KEYWORDS = ("imagenet", "none", "packaged")
 
 
 class WeightsError(MonkeyReportError):

@@ -47,7 +47,7 @@ from monkeyreport.datamodule import (
     select_samples,
 )
 from monkeyreport.errors import MonkeyReportError
-from monkeyreport.models import count_parameters, create, get_architecture
+from monkeyreport.models import count_parameters, create, get_architecture, list_architectures
 
 RESULTS_SCHEMA = 1
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
@@ -364,7 +364,13 @@ class ExperimentFailure:
 
 
 def select_experiments(config: Config, only: list[str] | None) -> list[ExperimentConfig]:
-    """The configured experiments, or those named in `only` (each must exist)."""
+    """The configured experiments, or those named in `only` (each must exist), checked
+    against the model registry before anything runs."""
+    for i, experiment in enumerate(config.experiments):
+        if experiment.architecture not in list_architectures():
+            raise MonkeyReportError(
+                f"{config.source}: 'experiments[{i}].architecture' (experiment '{experiment.name}'): "
+                f"unknown architecture '{experiment.architecture}' (known: {', '.join(list_architectures())})")
     if not only:
         return list(config.experiments)
     known = {e.name: e for e in config.experiments}

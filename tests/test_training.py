@@ -118,16 +118,35 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, dataset
 
 
 def test_a_failing_experiment_does_not_stop_the_others(tmp_path, dataset):
-    broken = {"name": "broken", "architecture": "resnet34", "pretrained": str(tmp_path / "nope.pth")}
+    import torch
+
+    from monkeyreport.models import create
+
+    wrong = tmp_path / "vanilla_weights.pth"  # exists, but holds another model's tensors
+    torch.save(create("vanilla_cnn").model.backbone.state_dict(), wrong)
+    broken = {"name": "broken", "architecture": "resnet34", "pretrained": str(wrong)}
     path = write_config(tmp_path, [broken, VANILLA], dataset)
     outcomes = train_all(load_config(path), show_progress=False)
     assert isinstance(outcomes[0], ExperimentFailure)
-    assert "resnet34: weights file" in outcomes[0].reason and "does not exist" in outcomes[0].reason
+    assert outcomes[0].reason.startswith("resnet34: ") and "lacks" in outcomes[0].reason
+    assert json.loads((tmp_path / "runs" / "broken" / "failed.json").read_text())["reason"] == outcomes[0].reason
     assert outcomes[1].metrics["experiment"] == "vanilla"
     result = CliRunner().invoke(app, ["train", "--config", str(path)])
     assert result.exit_code == 1
-    assert "broken: FAILED: resnet34: weights file" in result.output
+    assert "broken: FAILED: resnet34: " in result.output
     assert "1 of 2 experiment(s) failed" in result.output
+
+
+def test_config_errors_name_the_experiment_before_anything_runs(tmp_path, dataset):
+    missing = {"name": "mine", "architecture": "resnet34", "pretrained": str(tmp_path / "nope.pth")}
+    result = CliRunner().invoke(app, ["train", "--config", str(write_config(tmp_path, [missing], dataset))])
+    assert result.exit_code == 1
+    assert "'experiments[0].pretrained' (experiment 'mine'): weights file" in result.output
+    unknown = {"name": "vgg_try", "architecture": "vgg16"}
+    result = CliRunner().invoke(app, ["train", "--config", str(write_config(tmp_path, [VANILLA, unknown], dataset))])
+    assert result.exit_code == 1
+    assert "'experiments[1].architecture' (experiment 'vgg_try'): unknown architecture 'vgg16'" in result.output
+    assert result.output.count("\n") == 1 and not (tmp_path / "runs").exists()
 
 
 def test_only_names_a_configured_experiment(tmp_path, dataset):

@@ -265,7 +265,10 @@ def fingerprint(layout: DatasetLayout, entries: Iterable[FileEntry]) -> str:
     """Hash of names, sizes and modification times: cheap, and changes when any file does."""
     h = hashlib.sha256()
     if layout.labels_file is not None:
-        h.update(layout.labels_file.read_bytes())
+        try:
+            h.update(layout.labels_file.read_bytes())
+        except OSError as exc:
+            h.update(f"labels error {exc.errno}".encode())
     for e in entries:
         try:
             st = e.path.stat()

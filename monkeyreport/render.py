@@ -208,7 +208,15 @@ def conclusions(rows: list[dict[str, Any]], num_classes: int, leakage: int) -> l
         better = [r for r in transfer if r["accuracy"] > v["accuracy"]]
         out.append(f"Como línea base, la VanillaCNN alcanzó un accuracy de {v['accuracy_text']}; "
                    f"{len(better)} de los {len(transfer)} modelos con transfer learning la superaron.")
-    with_params = [r for r in done if r["metrics"].get("params_total")]
+    # Parameters vs accuracy: one point per architecture (its best variant); a trend needs
+    # at least three distinct architectures to be worth stating.
+    best_per_arch: dict[str, dict[str, Any]] = {}
+    for r in done:
+        if r["metrics"].get("params_total"):
+            current = best_per_arch.get(r["architecture"])
+            if current is None or r["accuracy"] > current["accuracy"]:
+                best_per_arch[r["architecture"]] = r
+    with_params = list(best_per_arch.values())
     if len(with_params) >= 3:
         ranked = sorted(with_params, key=lambda r: r["metrics"]["params_total"])
         rho = _spearman([r["metrics"]["params_total"] for r in ranked], [r["accuracy"] for r in ranked])

@@ -228,3 +228,21 @@ def test_conclusions_follow_the_numbers():
     assert "AlexNet (fine-tuning) no aprendió" in text
     assert "VanillaCNN alcanzó un accuracy de 0.4600; 1 de los 2" in text
     assert "inflados" not in text
+
+
+def test_parameter_trend_needs_three_architectures():
+    from monkeyreport.render import conclusions
+
+    def row(arch, frozen, acc, params):
+        return {"name": f"{arch}{frozen}", "label": arch, "architecture": arch, "frozen": frozen,
+                "status": "ok", "long_label": arch, "accuracy": acc, "macro_f1": acc,
+                "accuracy_text": f"{acc:.4f}", "macro_f1_text": f"{acc:.4f}", "best": False,
+                "metrics": {"params_total": params}, "reason": ""}
+
+    two_archs = [row("vanilla_cnn", False, 0.55, 1_400_000), row("lite0", True, 0.97, 4_000_000),
+                 row("lite0", False, 0.94, 4_000_000)]
+    two_archs[1]["best"] = True
+    assert "Spearman" not in " ".join(conclusions(two_archs, 10, 0))
+    three = two_archs + [row("resnet34", True, 0.96, 21_000_000)]
+    text = " ".join(conclusions(three, 10, 0))
+    assert "Spearman" in text and "el modelo más grande, resnet34" in text

@@ -14,11 +14,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, TensorDataset
 from torchvision.transforms import v2
 
 from monkeyreport import results
@@ -104,11 +105,9 @@ def image_cache(samples: list[Sample], preprocessing: Preprocessing, cache_dir: 
 
 def _build_image_cache(path: Path, shape: tuple[int, ...], samples: list[Sample],
                        preprocessing: Preprocessing, max_pixels: int, num_workers: int) -> None:
-    loader = DataLoader(DecodedImages(samples, preprocessing, max_pixels), batch_size=64,
-                        num_workers=num_workers)
-    # Iterating a DataLoader draws from the global RNG; fork it so that training shuffles
-    # and drops out exactly as it would without the cache.
-    with torch.random.fork_rng(devices=[]), results.atomic_path(path) as tmp:
+    loader = make_loader(DecodedImages(samples, preprocessing, max_pixels), 64, shuffle=False, seed=0,
+                         num_workers=num_workers)
+    with results.atomic_path(path) as tmp:
         images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
         start = 0
         for batch, _ in loader:
@@ -118,6 +117,41 @@ def _build_image_cache(path: Path, shape: tuple[int, ...], samples: list[Sample]
         del images
     results.write_json(path.with_suffix(".json"), {"shape": list(shape),
                                                    "files": [s.relpath for s in samples]})
+
+
+class EpochShuffle(Sampler[int]):
+    """A permutation that depends only on (seed, epoch), like DistributedSampler's.
+
+    Lightning calls `set_epoch` before every training epoch, so the order of epoch k is
+    the same whether the run decodes in worker processes, reads a cache, or resumed from
+    a checkpoint, and however often a loader is iterated.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size = size
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size
+
+
+def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
+                num_workers: int = 0) -> DataLoader:
+    """A DataLoader whose randomness is its own: the order comes from `EpochShuffle` and
+    worker seeds from a private generator, so the global RNG (weight initialisation,
+    dropout) is untouched by data loading."""
+    sampler = EpochShuffle(len(dataset), seed) if shuffle else SequentialSampler(dataset)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
+                      generator=torch.Generator().manual_seed(seed + 1))
 
 
 def select_samples(layout: DatasetLayout, records: list[ImageRecord], split: str,
@@ -143,8 +177,9 @@ class MonkeyDataModule(L.LightningDataModule):
 
     def __init__(self, train: list[Sample], val: list[Sample], preprocessing: Preprocessing,
                  batch_size: int, num_workers: int, max_pixels: int,
-                 cache_dir: Path | None = None, dataset_fingerprint: str = "") -> None:
+                 cache_dir: Path | None = None, dataset_fingerprint: str = "", seed: int = 0) -> None:
         super().__init__()
+        self.seed = seed
         self.train_samples = train
         self.val_samples = val
         self.preprocessing = preprocessing
@@ -170,9 +205,7 @@ class MonkeyDataModule(L.LightningDataModule):
         self.setup()
         # Reading the cache costs next to nothing: worker processes would only add overhead.
         workers = self.num_workers if self.cache_dir is None else 0
-        return DataLoader(self._datasets[split], batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=workers, persistent_workers=workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return make_loader(self._datasets[split], self.batch_size, shuffle, self.seed, workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
@@ -195,21 +228,22 @@ class MonkeyDataModule(L.LightningDataModule):
 class FeatureDataModule(L.LightningDataModule):
     """Cached backbone features of a frozen experiment, batched like the images they replace.
 
-    Loaders are built exactly as MonkeyDataModule builds its own (same batch size, same
-    shuffling), so with the same seed the head sees the same batches in the same order.
+    Loaders are built by `make_loader` like MonkeyDataModule's, so with the same seed the
+    head sees the same batches in the same order as on the full network.
     """
 
-    def __init__(self, train: TensorDataset, val: TensorDataset, batch_size: int) -> None:
+    def __init__(self, train: TensorDataset, val: TensorDataset, batch_size: int, seed: int) -> None:
         super().__init__()
         self.train = train
         self.val = val
         self.batch_size = batch_size
+        self.seed = seed
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.train, batch_size=self.batch_size, shuffle=True)
+        return make_loader(self.train, self.batch_size, shuffle=True, seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val, batch_size=self.batch_size, shuffle=False)
+        return make_loader(self.val, self.batch_size, shuffle=False, seed=self.seed)
 
     def predict_dataloader(self) -> DataLoader:
         return self.val_dataloader()

@@ -12,6 +12,7 @@ import csv
 import dataclasses
 import hashlib
 import math
+import re
 import traceback
 import urllib.parse
 import urllib.request
@@ -501,6 +502,28 @@ def render_html(context: dict[str, Any], templates_dir: Path) -> str:
         raise TemplateProblem(f"{_template_location(exc, templates_dir)}: template error: {message}") from None
 
 
+def check_images(html: str, report_dir: Path, templates_dir: Path) -> None:
+    """Every <img> of the report must exist under the report folder.
+
+    A missing one is named with the template line that mentions it, when one does
+    literally; figures without data never get here (they render as a note instead).
+    """
+    for src in dict.fromkeys(re.findall(r'<img\b[^>]*\bsrc="([^"]+)"', html)):
+        parsed = urllib.parse.urlsplit(src)
+        if parsed.scheme or (report_dir / urllib.parse.unquote(parsed.path)).is_file():
+            continue
+        raise TemplateProblem(f"{_mention(src, templates_dir)}: figure {src} not found in {report_dir}")
+
+
+def _mention(text: str, templates_dir: Path) -> str:
+    """'file:line' of the first template line containing `text`, else the main template."""
+    for path in sorted(templates_dir.rglob("*.j2")):
+        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if text in line:
+                return f"{_display(path, templates_dir)}:{lineno}"
+    return _display(templates_dir / MAIN_TEMPLATE, templates_dir)
+
+
 # ----------------------------------------------------------------------------- PDF
 
 
@@ -609,6 +632,7 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
 
     context = build_context(config)
     html = render_html(context, templates_dir)
+    check_images(html, report_dir, templates_dir)
     css = templates_dir / STYLESHEET
     if css.is_file():
         results.write_text(report_dir / STYLESHEET, css.read_text(encoding="utf-8"))

@@ -49,7 +49,7 @@ from monkeyreport.datamodule import (
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.models import count_parameters, create, get_architecture, list_architectures
 
-RESULTS_SCHEMA = 1
+RESULTS_SCHEMA = 2  # 2: data order per epoch from EpochShuffle
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
 
 # A frozen backbone is in eval mode on purpose; Lightning warns about that at every fit.
@@ -180,7 +180,7 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
         select_samples(layout, records, "validation", t.max_images_per_class, config.seed),
         preprocessing, t.batch_size, t.num_workers, config.data.max_image_pixels,
         cache_dir=config.runs_dir / "cache" if t.image_cache else None,
-        dataset_fingerprint=dataset_fingerprint,
+        dataset_fingerprint=dataset_fingerprint, seed=config.seed,
     )
     start = time.perf_counter()
     if on_features:
@@ -226,22 +226,20 @@ def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModu
 
     Training the head on these features for every epoch gives the same result as running
     the whole network every epoch, because a frozen backbone in eval mode computes the same
-    features each time. The pass runs under a forked RNG so that shuffling and dropout
-    afterwards draw exactly what they would have drawn on the plain path.
+    features each time, and the loaders draw their order from their own generators.
     """
     tc = config.trainer
     trainer = L.Trainer(accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
                         strategy=tc.strategy, num_nodes=tc.num_nodes, logger=False,
                         enable_checkpointing=False, enable_model_summary=False)
     extractor = FeatureExtractor(backbone.eval(), images.preprocessing)
-    with torch.random.fork_rng(devices=[]):
-        train, val = trainer.predict(extractor, dataloaders=[images.unshuffled_train_dataloader(),
-                                                             images.val_dataloader()])
+    train, val = trainer.predict(extractor, dataloaders=[images.unshuffled_train_dataloader(),
+                                                         images.val_dataloader()])
 
     def stack(outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> TensorDataset:
         return TensorDataset(torch.cat([f for f, _ in outputs]).cpu(), torch.cat([y for _, y in outputs]).cpu())
 
-    return FeatureDataModule(stack(train), stack(val), config.training.batch_size)
+    return FeatureDataModule(stack(train), stack(val), config.training.batch_size, config.seed)
 
 
 def _trainer(config: Config, run_dir: Path) -> L.Trainer:

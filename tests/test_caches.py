@@ -24,7 +24,8 @@ def test_feature_cache_gives_the_same_result_as_the_full_network(tmp_path, archi
     data = make_dataset(tmp_path / "d", per_class=(10, 4))
     frozen = {"name": "frozen", "architecture": architecture, "frozen": True}
     base = load_config(write_config(tmp_path, [frozen], data, epochs=3, batch_size=4, resize=72, crop=64))
-    plain = with_training(base, feature_cache=False, image_cache=False)
+    # The plain path decodes in persistent worker processes, as the offline profile does.
+    plain = with_training(base, feature_cache=False, image_cache=False, num_workers=2)
     plain = dataclasses.replace(plain, output=dataclasses.replace(plain.output, runs_dir=str(tmp_path / "plain")))
     (full,) = train_all(plain, show_progress=False)
     (cached,) = train_all(base, show_progress=False)
@@ -44,7 +45,7 @@ def test_image_cache_does_not_change_what_fine_tuning_learns(tmp_path):
     data = make_dataset(tmp_path / "d", per_class=(8, 4))
     base = load_config(write_config(tmp_path, [{"name": "v", "architecture": "vanilla_cnn"}], data,
                                     epochs=2, batch_size=4))
-    plain = with_training(base, image_cache=False)
+    plain = with_training(base, image_cache=False, num_workers=2)
     plain = dataclasses.replace(plain, output=dataclasses.replace(plain.output, runs_dir=str(tmp_path / "plain")))
     (decoded,) = train_all(plain, show_progress=False)
     (cached,) = train_all(base, show_progress=False)

@@ -246,3 +246,19 @@ def test_parameter_trend_needs_three_architectures():
     three = two_archs + [row("resnet34", True, 0.96, 21_000_000)]
     text = " ".join(conclusions(three, 10, 0))
     assert "Spearman" in text and "el modelo más grande, resnet34" in text
+
+
+def test_missing_figure_names_the_template_line_and_keeps_the_report(project, tmp_path):
+    p = copy_project(project, tmp_path)
+    before = (p["report"] / "report.html").read_text()
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    section = templates / "sections" / "04_datos.html.j2"
+    lines = section.read_text().splitlines()
+    lines.insert(2, '<img src="figures/mapa_de_especies.png">')
+    section.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["render", "--config", str(p["config"]), "--templates", str(templates)])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: templates/sections/04_datos.html.j2:3: figure "
+                                    "figures/mapa_de_especies.png not found")
+    assert (p["report"] / "report.html").read_text() == before

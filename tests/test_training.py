@@ -1,5 +1,9 @@
 import csv
+import dataclasses
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -114,7 +118,15 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, dataset
     monkeypatch.setattr(training, "_trainer", real_trainer)
     (resumed,) = train_all(cfg, show_progress=False)
     assert resumed.metrics["resumed"] is True and resumed.metrics["epochs"] == 3
-    assert [int(h["epoch"]) for h in read_csv(run / "history.csv")] == [1, 2, 3]
+    history = read_csv(run / "history.csv")
+    assert [int(h["epoch"]) for h in history] == [1, 2, 3]
+
+    # Same data order per epoch and restored optimizer state: as if never interrupted.
+    straight = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, runs_dir=str(tmp_path / "straight")))
+    (uninterrupted,) = train_all(straight, show_progress=False)
+    assert uninterrupted.metrics["confusion_matrix"] == resumed.metrics["confusion_matrix"]
+    for a, b in zip(read_csv(uninterrupted.run_dir / "history.csv"), history):
+        assert float(b["train_loss"]) == pytest.approx(float(a["train_loss"]), abs=1e-5)
 
 
 def test_a_failing_experiment_does_not_stop_the_others(tmp_path, dataset):
@@ -163,3 +175,27 @@ def test_frozen_lite0_with_packaged_weights_learns_the_monkeys(tmp_path, shared_
     (result,) = train_all(cfg, show_progress=False)
     assert result.metrics["n_val"] == 272
     assert result.metrics["accuracy"] >= 0.90, result.metrics["accuracy"]
+
+
+def test_killed_run_leaves_complete_files_and_the_rerun_resumes(tmp_path, dataset):
+    import torch
+
+    path = write_config(tmp_path, [VANILLA], dataset, epochs=40)
+    command = [str(Path(sys.executable).parent / "monkeyreport"), "train", "--config", str(path)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = tmp_path / "runs" / "vanilla"
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not checkpoint.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.kill()  # SIGKILL: no handler runs
+    process.wait()
+    assert not (run / "metrics.json").exists() and not (run / "history.csv").exists()
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    finished = len(state["history"])
+    assert 1 <= finished < 40
+    (resumed,) = train_all(load_config(path), show_progress=False)
+    assert resumed.metrics["resumed"] is True and resumed.metrics["epochs"] == 40
+    assert [int(h["epoch"]) for h in read_csv(run / "history.csv")] == list(range(1, 41))

@@ -146,9 +146,18 @@ def _format_row(r: dict) -> str:
             f"| {r['speedup']:.2f} | {r['acc_plain']:.4f} / {r['acc_optimised']:.4f} |")
 
 
+def _cpu_model() -> str:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    return platform.processor() or platform.machine()
+
+
 def _machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
-    return (f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{gpu}; "
+    return (f"{_cpu_model()}, {os.cpu_count()} CPU cores{gpu}; "
             f"Python {platform.python_version()}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads)")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from monkeyreport.config import Config, stable_hash
-from monkeyreport.results import write_text
+from monkeyreport.results import RESULTS_SCHEMA, write_text
 
 
 def _training_stamp(config: Config, dataset_fingerprint: str) -> str:
@@ -22,7 +22,7 @@ def _training_stamp(config: Config, dataset_fingerprint: str) -> str:
         metrics = config.runs_dir / exp.name / "metrics.json"
         stat = metrics.stat() if metrics.is_file() else None
         files.append([exp.name, stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
-    return stable_hash(config.experiments, config.seed, config.training, config.trainer,
+    return stable_hash(RESULTS_SCHEMA, config.experiments, config.seed, config.training, config.trainer,
                        str(config.runs_dir.resolve()), dataset_fingerprint, files)
 
 

@@ -15,6 +15,10 @@ from typing import Any, Iterator
 
 from monkeyreport.errors import MonkeyReportError
 
+# Version of runs/<experiment>/ results. Bump it when a code change alters what training
+# produces for the same config: finished results of an older version are then retrained.
+RESULTS_SCHEMA = 2  # 2: data order per epoch from EpochShuffle
+
 
 def _read_umask() -> int:
     mask = os.umask(0)

@@ -36,6 +36,7 @@ from torchmetrics.functional.classification import (
 )
 
 from monkeyreport import results
+from monkeyreport.results import RESULTS_SCHEMA
 from monkeyreport.config import Config, ExperimentConfig, resolve_data_root, stable_hash
 from monkeyreport.data import DatasetLayout, ImageRecord, list_files, locate, scan
 from monkeyreport.data import fingerprint as fingerprint_dataset
@@ -49,7 +50,7 @@ from monkeyreport.datamodule import (
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.models import count_parameters, create, get_architecture, list_architectures
 
-RESULTS_SCHEMA = 2  # 2: data order per epoch from EpochShuffle
+RESULT_FILES = ("metrics.json", "history.csv", "predictions.csv")
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
 
 # A frozen backbone is in eval mode on purpose; Lightning warns about that at every fit.
@@ -167,9 +168,10 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     started = identity | {"trains_on_features": on_features}  # the checkpoint holds the head alone then
     resume = not force and checkpoint.is_file() and results.read_json_if_exists(run_dir / "run.json") == started
-    if not resume:
+    if not resume:  # a fresh start: no result of an earlier run may sit beside the new ones
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        (run_dir / "metrics.json").unlink(missing_ok=True)
+        for name in RESULT_FILES:
+            (run_dir / name).unlink(missing_ok=True)
         results.write_json(run_dir / "run.json", started)
 
     L.seed_everything(config.seed, workers=True, verbose=False)

@@ -82,7 +82,7 @@ def test_results_contract_and_metrics_agree_with_predictions(tmp_path, dataset):
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_rerun_is_skipped_and_force_or_a_change_retrains(tmp_path, dataset):
+def test_rerun_is_skipped_and_force_or_a_change_retrains(tmp_path, dataset, monkeypatch):
     path = write_config(tmp_path, [VANILLA], dataset)
     cfg = load_config(path)
     (first,) = train_all(cfg, show_progress=False)
@@ -92,6 +92,16 @@ def test_rerun_is_skipped_and_force_or_a_change_retrains(tmp_path, dataset):
     assert not forced.skipped
     (more_epochs,) = train_all(cfg.with_overrides(epochs=2), show_progress=False)
     assert not more_epochs.skipped and more_epochs.metrics["epochs"] == 2
+    (first.run_dir / "history.csv").write_text("stale\n")
+
+    def stop_at_start(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_fit", stop_at_start)
+    with pytest.raises(KeyboardInterrupt):
+        train_all(cfg, force=True, show_progress=False)
+    assert not (first.run_dir / "history.csv").exists()  # a fresh start clears old results
+    assert not (first.run_dir / "metrics.json").exists()
 
 
 class _StopInSecondEpoch(L.Callback):

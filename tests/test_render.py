@@ -159,16 +159,24 @@ def test_pending_and_failed_experiments(project, tmp_path):
     assert "alexnet_frozen (pending)" in strict.output and "resnet34_finetuned (failed)" in strict.output
 
 
+def copied_templates(tmp_path: Path) -> Path:
+    templates = tmp_path / "templates"
+    shutil.copytree(REPO / "templates", templates)
+    return templates
+
+
+def render_with(config: Path, templates: Path):
+    return runner.invoke(app, ["render", "--config", str(config), "--templates", str(templates)])
+
+
 def test_template_errors_are_one_line_and_keep_the_old_report(project, tmp_path):
     p = copy_project(project, tmp_path)
     before = (p["report"] / "report.pdf").read_bytes()
-    templates = tmp_path / "templates"
-    shutil.copytree(REPO / "templates", templates)
-    section = templates / "sections" / "07_conclusiones.html.j2"
+    section = copied_templates(tmp_path) / "sections" / "07_conclusiones.html.j2"
     lines = section.read_text().splitlines()
     lines[3] = "{% endif %}"  # stray tag on line 4
     section.write_text("\n".join(lines) + "\n")
-    result = runner.invoke(app, ["render", "--config", str(p["config"]), "--templates", str(templates)])
+    result = render_with(p["config"], tmp_path / "templates")
     assert result.exit_code == 1
     message = result.output.strip()
     assert len(message.splitlines()) == 1, message
@@ -177,7 +185,7 @@ def test_template_errors_are_one_line_and_keep_the_old_report(project, tmp_path)
 
     lines[3] = "{% for c in conclusions %}{{ no_such_value }}"
     section.write_text("\n".join(lines) + "\n")
-    result = runner.invoke(app, ["render", "--config", str(p["config"]), "--templates", str(templates)])
+    result = render_with(p["config"], tmp_path / "templates")
     assert result.exit_code == 1
     assert "sections/07_conclusiones.html.j2:4" in result.output and "no_such_value" in result.output
     assert (p["report"] / "report.pdf").read_bytes() == before
@@ -251,13 +259,11 @@ def test_parameter_trend_needs_three_architectures():
 def test_missing_figure_names_the_template_line_and_keeps_the_report(project, tmp_path):
     p = copy_project(project, tmp_path)
     before = (p["report"] / "report.html").read_text()
-    templates = tmp_path / "templates"
-    shutil.copytree(REPO / "templates", templates)
-    section = templates / "sections" / "04_datos.html.j2"
+    section = copied_templates(tmp_path) / "sections" / "04_datos.html.j2"
     lines = section.read_text().splitlines()
     lines.insert(2, '<img src="figures/mapa_de_especies.png">')
     section.write_text("\n".join(lines) + "\n")
-    result = runner.invoke(app, ["render", "--config", str(p["config"]), "--templates", str(templates)])
+    result = render_with(p["config"], tmp_path / "templates")
     assert result.exit_code == 1
     assert result.output.startswith("error: templates/sections/04_datos.html.j2:3: figure "
                                     "figures/mapa_de_especies.png not found")

@@ -357,13 +357,13 @@ def _figures(config: Config, eda: dict[str, Any], rows: list[dict[str, Any]]) ->
 # ----------------------------------------------------------------------------- context
 
 
-def build_context(config: Config) -> dict[str, Any]:
+def build_context(config: Config, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The template context; `rows` are the experiment rows from `_experiment_rows`."""
     report_dir = config.report_dir
     eda_file = report_dir / "eda" / "eda.json"
     eda = results.read_json_if_exists(eda_file)
     if eda is None:
         raise MonkeyReportError(f"{eda_file}: not found; run `monkeyreport eda` first")
-    rows = _experiment_rows(config)
     classes = [{"code": c["code"], "latin": SPECIES.get(c["code"], (c["display_name"], ""))[0],
                 "common": SPECIES.get(c["code"], ("", c["common_name"].replace("_", " ")))[1],
                 "display_name": c["display_name"]} for c in eda["classes"]]
@@ -620,9 +620,9 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
               ([report_dir / "report.pdf"] if fmt in ("pdf", "both") else [])
     digest = _inputs_digest(config, templates_dir, fmt)
     marker = report_dir / ".render.sha"
-    rows_preview = _experiment_rows(config)
-    pending = [r["name"] for r in rows_preview if r["status"] == "pending"]
-    failed = [r["name"] for r in rows_preview if r["status"] == "failed"]
+    rows = _experiment_rows(config)
+    pending = [r["name"] for r in rows if r["status"] == "pending"]
+    failed = [r["name"] for r in rows if r["status"] == "failed"]
     if strict and (pending or failed):
         missing = [f"{n} (pending)" for n in pending] + [f"{n} (failed)" for n in failed]
         raise MonkeyReportError(f"--strict: missing results for {', '.join(missing)} in {config.runs_dir}")
@@ -630,7 +630,7 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
             and all(p.is_file() for p in outputs)):
         return RenderOutcome(outputs, True, time.perf_counter() - start, pending, failed)
 
-    context = build_context(config)
+    context = build_context(config, rows)
     html = render_html(context, templates_dir)
     check_images(html, report_dir, templates_dir)
     css = templates_dir / STYLESHEET

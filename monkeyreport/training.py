@@ -230,10 +230,8 @@ def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModu
     the whole network every epoch, because a frozen backbone in eval mode computes the same
     features each time, and the loaders draw their order from their own generators.
     """
-    tc = config.trainer
-    trainer = L.Trainer(accelerator=tc.accelerator, devices=tc.devices, precision=tc.precision,
-                        strategy=tc.strategy, num_nodes=tc.num_nodes, logger=False,
-                        enable_checkpointing=False, enable_model_summary=False)
+    trainer = L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
+                        enable_model_summary=False)
     extractor = FeatureExtractor(backbone.eval(), images.preprocessing)
     train, val = trainer.predict(extractor, dataloaders=[images.unshuffled_train_dataloader(),
                                                          images.val_dataloader()])
@@ -244,15 +242,17 @@ def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModu
     return FeatureDataModule(stack(train), stack(val), config.training.batch_size, config.seed)
 
 
-def _trainer(config: Config, run_dir: Path) -> L.Trainer:
+def _placement(config: Config) -> dict[str, Any]:
+    """Where and how to compute, from the config's [trainer] section (passed through)."""
     tc = config.trainer
+    return {"accelerator": tc.accelerator, "devices": tc.devices, "precision": tc.precision,
+            "strategy": tc.strategy, "num_nodes": tc.num_nodes}
+
+
+def _trainer(config: Config, run_dir: Path) -> L.Trainer:
     return L.Trainer(
+        **_placement(config),
         max_epochs=config.training.epochs,
-        accelerator=tc.accelerator,
-        devices=tc.devices,
-        precision=tc.precision,
-        strategy=tc.strategy,
-        num_nodes=tc.num_nodes,
         default_root_dir=run_dir,
         logger=False,
         num_sanity_val_steps=0,

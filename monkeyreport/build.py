@@ -76,7 +76,7 @@ def build(config: Config, force: bool = False, templates_dir: Path | None = None
             write_text(stamp_path, _training_stamp(config, s.get("dataset_fingerprint", "")) + "\n")
 
     # Stage 3: architecture summaries for Figuras 2-4 (kept when present).
-    from monkeyreport.render import DIAGRAM_ARCHITECTURES
+    from monkeyreport.context import DIAGRAM_ARCHITECTURES
 
     start = time.perf_counter()
     names = dict.fromkeys([e.architecture for e in config.experiments] + list(DIAGRAM_ARCHITECTURES))

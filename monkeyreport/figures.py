@@ -15,6 +15,9 @@ import seaborn as sns  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from matplotlib.ticker import ScalarFormatter  # noqa: E402
+
+from monkeyreport import spanish_numbers  # noqa: E402
 from monkeyreport.results import atomic_path  # noqa: E402
 
 DPI = 200
@@ -24,8 +27,17 @@ SPLIT_COLORS = {"training": "#3b6ea5", "validation": "#d08a2c"}
 sns.set_theme(context="paper", style="whitegrid", font_scale=1.1)
 
 
+def _spanish_ticks(fig: Figure) -> None:
+    """Numeric tick labels in the report's number style (decimal comma, grouping)."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            if isinstance(axis.get_major_formatter(), ScalarFormatter):
+                axis.set_major_formatter(spanish_numbers.axis_formatter())
+
+
 def save(fig: Figure, path: Path) -> None:
     """Write a figure as PNG atomically and release its memory."""
+    _spanish_ticks(fig)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
     plt.close(fig)
@@ -203,10 +215,10 @@ def transfer_learning_scheme(path: Path) -> None:
 
 def _format_params(n: int) -> str:
     if n >= 1_000_000:
-        return f"{n / 1e6:.2f} M".replace(".", ",")
+        return spanish_numbers.millions(n)
     if n >= 1_000:
-        return f"{n / 1e3:.1f} k".replace(".", ",")
-    return str(n)
+        return f"{spanish_numbers.decimal(n / 1e3, 1)} k"
+    return spanish_numbers.number(n)
 
 
 _SHORT_NAMES = {"DepthwiseSeparableConv": "DS-Conv", "InvertedResidual": "MBConv",

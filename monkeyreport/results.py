@@ -1,4 +1,8 @@
-"""Results on disk: atomic writes and the readers every stage shares.
+"""Results on disk: the contract between stages, atomic writes and the readers every stage shares.
+
+The second half of this module owns the contract: the paths of runs/<experiment>/ and
+report/ (`RunFiles`, `ReportFiles`) and the typed records in them (`RunMetrics`,
+`Predictions`). It is torch-free, so render and the statistics read results without torch.
 
 Every output goes to a temporary file in the destination folder and is renamed into place,
 so an interrupted run leaves either the previous complete file or the new complete file.
@@ -7,11 +11,15 @@ so an interrupted run leaves either the previous complete file or the new comple
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
 import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
+
+import numpy as np
 
 from monkeyreport.errors import MonkeyReportError
 
@@ -68,3 +76,213 @@ def read_json(path: Path) -> Any:
 
 def read_json_if_exists(path: Path) -> Any | None:
     return read_json(path) if path.is_file() else None
+
+
+# ----------------------------------------------------------------------------- the contract
+# Where each result lives and what it holds. Training writes these files, every other stage
+# reads them through the paths and records below; nothing else spells a result file name.
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The files of one experiment under runs/<experiment>/."""
+
+    run_dir: Path
+
+    @classmethod
+    def of(cls, runs_dir: Path, experiment: str) -> "RunFiles":
+        return cls(runs_dir / experiment)
+
+    @property
+    def metrics(self) -> Path:
+        """RunMetrics as JSON, written last: its presence means the run finished."""
+        return self.run_dir / "metrics.json"
+
+    @property
+    def history(self) -> Path:
+        """One row per finished epoch, columns HISTORY_COLUMNS."""
+        return self.run_dir / "history.csv"
+
+    @property
+    def predictions(self) -> Path:
+        """One row per validation image, columns `prediction_columns(classes)`."""
+        return self.run_dir / "predictions.csv"
+
+    @property
+    def failed(self) -> Path:
+        """{"experiment", "reason"} of a run that failed."""
+        return self.run_dir / "failed.json"
+
+    @property
+    def started(self) -> Path:
+        """The identity of the run the checkpoint belongs to (resume only onto the same run)."""
+        return self.run_dir / "run.json"
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / "checkpoints" / "last.ckpt"
+
+    @property
+    def results(self) -> tuple[Path, Path, Path]:
+        """The files a fresh start removes."""
+        return self.metrics, self.history, self.predictions
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """The files under report/ that stages before render write and render reads."""
+
+    report_dir: Path
+
+    @property
+    def eda(self) -> Path:
+        return self.report_dir / "eda" / "eda.json"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.report_dir / "models"
+
+    def model_summary(self, architecture: str) -> Path:
+        """Stages and shapes of an instantiated architecture (Figures 2-4)."""
+        return self.models_dir / f"{architecture}.json"
+
+    @property
+    def statistics(self) -> Path:
+        """Intervals, leak-free metrics, McNemar tests and per-class metrics (stats.py)."""
+        return self.report_dir / "stats" / "stats.json"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.report_dir / "figures"
+
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
+
+
+def prediction_columns(classes: list[str]) -> list[str]:
+    return ["file", "true_class", "predicted_class", *(f"prob_{c}" for c in classes)]
+
+
+@dataclass(frozen=True)
+class PreprocessingRecord:
+    """What every image went through before the network, as the run used it."""
+
+    resize: int
+    crop: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @property
+    def normalisation(self) -> str:
+        """'imagenet', 'half' (mean = std = 0.5) or 'other': how the report groups runs."""
+        if tuple(round(v, 3) for v in self.mean) == (0.485, 0.456, 0.406) and \
+                tuple(round(v, 3) for v in self.std) == (0.229, 0.224, 0.225):
+            return "imagenet"
+        if set(self.mean) == {0.5} and set(self.std) == {0.5}:
+            return "half"
+        return "other"
+
+
+@dataclass(frozen=True)
+class HeadRecord:
+    """The classification head the run trained: input features -> hidden -> classes."""
+
+    in_features: int
+    hidden: int
+    dropout: float
+    outputs: int
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """metrics.json: what a finished experiment measured and what it used."""
+
+    experiment: str
+    title: str
+    architecture: str
+    architecture_title: str
+    frozen: bool
+    pretrained: str
+    weights: str
+    accuracy: float
+    macro_f1: float
+    confusion_matrix: list[list[int]]
+    classes: list[str]
+    n_train: int
+    n_val: int
+    params_total: int
+    params_trainable: int
+    epochs: int
+    train_seconds: float
+    device: str
+    seed: int
+    preprocessing: PreprocessingRecord
+    versions: dict[str, str]
+    batch_size: int = 0
+    learning_rate: float = 0.0
+    head: HeadRecord | None = None
+    params_head: int = 0
+    world_size: int = 1
+    resumed: bool = False
+    trainer: dict[str, Any] = field(default_factory=dict)
+    config_hash: str = ""
+    dataset_fingerprint: str = ""
+    schema: int = RESULTS_SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: Path) -> "RunMetrics":
+        """Build from parsed JSON; a missing or mistyped key is a one-line error naming `source`."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        try:
+            values["preprocessing"] = PreprocessingRecord(**data["preprocessing"])
+            if data.get("head"):
+                values["head"] = HeadRecord(**data["head"])
+            return cls(**values)
+        except (KeyError, TypeError) as exc:
+            raise MonkeyReportError(f"{source}: not a valid metrics file ({exc})") from None
+
+    @classmethod
+    def read(cls, path: Path) -> "RunMetrics":
+        data = read_json(path)
+        if not isinstance(data, dict):
+            raise MonkeyReportError(f"{path}: not a valid metrics file (not a JSON object)")
+        return cls.from_dict(data, path)
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """predictions.csv as arrays: one row per validation image, in a fixed file order."""
+
+    files: list[str]
+    classes: list[str]
+    true: np.ndarray  # class index per file
+    predicted: np.ndarray
+    probabilities: np.ndarray  # (files, classes)
+
+    @classmethod
+    def read(cls, path: Path) -> "Predictions":
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            rows = list(reader)
+        if not header or header[:3] != ["file", "true_class", "predicted_class"]:
+            raise MonkeyReportError(f"{path}: not a predictions file (header {header})")
+        classes = [c.removeprefix("prob_") for c in header[3:]]
+        index = {c: i for i, c in enumerate(classes)}
+        try:
+            true = np.array([index[r[1]] for r in rows], dtype=np.int64)
+            predicted = np.array([index[r[2]] for r in rows], dtype=np.int64)
+            probabilities = np.array([[float(v) for v in r[3:]] for r in rows], dtype=np.float64)
+        except (KeyError, ValueError, IndexError) as exc:
+            raise MonkeyReportError(f"{path}: malformed row ({exc})") from None
+        return cls([r[0] for r in rows], classes, true, predicted,
+                   probabilities.reshape(len(rows), len(classes)))
+
+    def subset(self, keep: np.ndarray) -> "Predictions":
+        """The rows where the boolean mask `keep` is true."""
+        return Predictions([f for f, k in zip(self.files, keep) if k], self.classes, self.true[keep],
+                           self.predicted[keep], self.probabilities[keep])

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from conftest import REPO, make_dataset
 from monkeyreport.cli import app
 from monkeyreport.errors import MonkeyReportError
+from monkeyreport.spanish_numbers import decimal
 
 SMOKE = REPO / "configs" / "smoke.toml"
 SPEC_HEADINGS = [
@@ -24,7 +25,7 @@ SPEC_HEADINGS = [
     "Preprocesamiento", "Detalles de Arquitecturas", "Evaluación", "Resultados del Modelo",
     "Conclusiones", "Referencias", "Reproducibilidad", "Comparación con el reporte original",
 ]
-ROW = re.compile(r"(\S+) (Yes|No|-) (\d\.\d{4}|pendiente|falló) (\d\.\d{4}|pendiente|falló)")
+ROW = re.compile(r"(\S+) (Yes|No|-) (\d,\d{4}|pendiente|falló)(?: \[[^\]]*\])? (\d,\d{4}|pendiente|falló)")
 runner = CliRunner()
 
 
@@ -48,7 +49,7 @@ def expected_rows(config_path: Path, runs_dir: Path) -> list[tuple[str, ...]]:
         frozen = "-" if exp.architecture == "vanilla_cnn" else ("Yes" if exp.frozen else "No")
         if metrics.is_file():
             m = json.loads(metrics.read_text())
-            rows.append((exp.label, frozen, f"{m['accuracy']:.4f}", f"{m['macro_f1']:.4f}"))
+            rows.append((exp.label, frozen, decimal(m["accuracy"]), decimal(m["macro_f1"])))
         else:
             rows.append((exp.label, frozen, "pendiente", "pendiente"))
     return rows
@@ -64,29 +65,48 @@ def write_config(tmp: Path, report_dir: Path, runs_dir: Path) -> Path:
     return path
 
 
+def fake_predictions(data_root: Path, wrong: int) -> tuple[str, list[list[int]], float, float]:
+    """predictions.csv text for the tiny dataset's validation images, the first `wrong` of
+    them misclassified, with the confusion matrix, accuracy and macro F1 it implies."""
+    import numpy as np
+
+    from monkeyreport.stats import accuracy, confusion_matrices, macro_f1
+
+    files = sorted(p.relative_to(data_root).as_posix() for p in (data_root / "validation").rglob("*.jpg"))
+    true = np.array([int(Path(f).parent.name[1:]) for f in files])
+    pred = np.where(np.arange(len(files)) < wrong, (true + 1) % 3, true)
+    lines = ["file,true_class,predicted_class,prob_n0,prob_n1,prob_n2"]
+    for f, t, p in zip(files, true, pred):
+        probs = ["0.1"] * 3
+        probs[p] = "0.8"
+        lines.append(f"{f},n{t},n{p}," + ",".join(probs))
+    cm = confusion_matrices(true, pred, 3)
+    return "\n".join(lines) + "\n", cm.tolist(), float(accuracy(cm)), float(macro_f1(cm))
+
+
 def fake_results(config_path: Path, data_root: Path) -> None:
-    """eda.json from a tiny dataset, plus metrics/history and model summaries made up."""
+    """eda.json from a tiny dataset, plus made-up predictions, metrics, history and model summaries."""
     from monkeyreport.config import load_config
     from monkeyreport.eda import run_eda
 
     cfg = load_config(config_path).with_overrides(data_dir=data_root)
     run_eda(cfg, show_progress=False)
-    n = 3
     for i, exp in enumerate(cfg.experiments):
         run_dir = cfg.runs_dir / exp.name
         run_dir.mkdir(parents=True, exist_ok=True)
-        acc = 0.1 + 0.11 * i
+        predictions, cm, acc, f1 = fake_predictions(data_root, wrong=max(0, 6 - i))
+        (run_dir / "predictions.csv").write_text(predictions)
         metrics = {
             "experiment": exp.name, "title": exp.label, "architecture": exp.architecture,
             "architecture_title": exp.label, "frozen": exp.frozen, "pretrained": exp.pretrained,
-            "weights": "aleatorios", "accuracy": acc, "macro_f1": acc * 0.9,
-            "confusion_matrix": [[2 if r == c else (1 if c == (r + i) % n else 0) for c in range(n)]
-                                 for r in range(n)],
+            "weights": "aleatorios", "accuracy": acc, "macro_f1": f1, "confusion_matrix": cm,
             "classes": ["n0", "n1", "n2"], "n_train": 12, "n_val": 6,
             "params_total": 1_000_000 * (i + 1), "params_trainable": 10_000 * (i + 1), "epochs": 2,
             "train_seconds": 1.5, "device": "cpu", "seed": 42,
+            "head": {"in_features": 512, "hidden": 256, "dropout": 0.4 if i == 1 else 0.0, "outputs": 3},
             "preprocessing": {"resize": 72, "crop": 64, "mean": [0.485, 0.456, 0.406],
-                              "std": [0.229, 0.224, 0.225]},
+                              "std": [0.229, 0.224, 0.225]} if i < 5 else
+                             {"resize": 72, "crop": 64, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
             "versions": {"python": "3.11", "torch": "x", "torchvision": "x", "timm": "x",
                          "lightning": "x", "torchmetrics": "x"},
         }
@@ -130,7 +150,7 @@ def test_pdf_has_every_heading_table_and_caption(project):
         assert f"Figura {n}." in text, n
     assert "Tabla 1." in text
     assert "pesos aleatorios" in text  # smoke profile: stated on the title page
-    assert "0.9412" in text  # the original report's published numbers in the appendix
+    assert "0,9412" in text  # the original report's published numbers in the appendix
 
 
 def test_best_row_bold_and_html_stands_alone(project):
@@ -174,20 +194,22 @@ def test_template_errors_are_one_line_and_keep_the_old_report(project, tmp_path)
     before = (p["report"] / "report.pdf").read_bytes()
     section = copied_templates(tmp_path) / "sections" / "07_conclusiones.html.j2"
     lines = section.read_text().splitlines()
-    lines[3] = "{% endif %}"  # stray tag on line 4
+    index = lines.index("{% for f in findings %}")
+    where = f"sections/07_conclusiones.html.j2:{index + 1}"
+    lines[index] = "{% endif %}"  # a stray tag
     section.write_text("\n".join(lines) + "\n")
     result = render_with(p["config"], tmp_path / "templates")
     assert result.exit_code == 1
     message = result.output.strip()
     assert len(message.splitlines()) == 1, message
-    assert "sections/07_conclusiones.html.j2:4" in message, message
+    assert where in message, message
     assert (p["report"] / "report.pdf").read_bytes() == before
 
-    lines[3] = "{% for c in conclusions %}{{ no_such_value }}"
+    lines[index] = "{% for f in findings %}{{ no_such_value }}"
     section.write_text("\n".join(lines) + "\n")
     result = render_with(p["config"], tmp_path / "templates")
     assert result.exit_code == 1
-    assert "sections/07_conclusiones.html.j2:4" in result.output and "no_such_value" in result.output
+    assert where in result.output and "no_such_value" in result.output
     assert (p["report"] / "report.pdf").read_bytes() == before
 
 
@@ -218,42 +240,74 @@ def test_render_does_not_import_torch(project, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
 
 
-def test_conclusions_follow_the_numbers():
-    from monkeyreport.render import conclusions
+def finding_row(name, arch, frozen, acc, params=1):
+    from monkeyreport.results import PreprocessingRecord, RunMetrics
 
-    def row(name, arch, frozen, acc, params):
-        return {"name": name, "label": arch, "architecture": arch, "frozen": frozen, "status": "ok",
-                "long_label": f"{arch} ({'congelado' if frozen else 'fine-tuning'})", "accuracy": acc,
-                "macro_f1": acc, "accuracy_text": f"{acc:.4f}", "macro_f1_text": f"{acc:.4f}",
-                "best": False, "metrics": {"params_total": params}, "reason": ""}
+    run = RunMetrics(name, arch, arch, arch, frozen, "imagenet", "ImageNet", acc, acc, [], [], 1, 1,
+                     params, params, 1, 1.0, "cpu", 0, PreprocessingRecord(1, 1, (0.5,), (0.5,)), {})
+    variant = "" if arch == "vanilla_cnn" else ("congelado" if frozen else "fine-tuning")
+    return {"name": name, "label": arch, "architecture": arch, "frozen": frozen, "status": "ok",
+            "long_label": f"{arch} ({variant})" if variant else arch, "accuracy": acc, "macro_f1": acc,
+            "best": False, "run": run, "stats": None, "reason": ""}
 
-    rows = [row("v", "vanilla_cnn", False, 0.46, 1), row("af", "AlexNet", True, 0.94, 12),
-            row("at", "AlexNet", False, 0.11, 12)]
+
+def mcnemar_test(a, b, p):
+    return {"a": a, "b": b, "only_a_right": 9, "only_b_right": 1, "p_value": p, "significant": p < 0.05}
+
+
+def word(finding_list, num_classes=10) -> str:
+    """The conclusions as the report's templates word them."""
+    from monkeyreport.render import environment
+
+    env = environment(REPO / "templates")
+    macro = env.get_template("macros.html.j2").module.finding
+    return " ".join(re.sub(r"\s+", " ", str(macro(f, num_classes))) for f in finding_list)
+
+
+def test_conclusions_follow_the_numbers_and_their_significance():
+    from monkeyreport.context import findings
+
+    rows = [finding_row("v", "vanilla_cnn", False, 0.46), finding_row("af", "AlexNet", True, 0.94),
+            finding_row("at", "AlexNet", False, 0.11)]
     rows[1]["best"] = True
-    text = " ".join(conclusions(rows, 10, 0))
-    assert "AlexNet (congelado)" in text.split(".")[0]
-    assert "congelar el backbone dio mejor resultado" in text
+    tests = [mcnemar_test("af", "v", 0.001), mcnemar_test("af", "at", 0.0001)]
+    found = findings(rows, tests, 10, 0)
+    kinds = [f["kind"] for f in found]
+    assert kinds == ["winner", "freezing", "baseline", "failed_to_learn"]
+    assert [r["name"] for r in found[0]["worse"]] == ["v", "at"] and not found[0]["tied"]
+    assert found[1]["winner"] == "frozen"
+    assert found[2]["n_above"] == 1 and found[2]["gap_min"] == pytest.approx(-0.35)
+    text = word(found)
+    assert "El mejor resultado en validación lo obtuvo AlexNet (congelado)" in text
+    assert "estadísticamente significativa (p &lt; 0,05) frente a vanilla_cnn y AlexNet (fine-tuning)" in text
+    assert "congelar el backbone dio un resultado significativamente mejor" in text
     assert "AlexNet (fine-tuning) no aprendió" in text
-    assert "VanillaCNN alcanzó un accuracy de 0.4600; 1 de los 2" in text
-    assert "inflados" not in text
+    assert "1 de los 2 modelos" in text and "de −35,0 a +48,0 puntos" in text
+
+    # Not significant: no model is called better, and the text says so.
+    tied = [mcnemar_test("af", "v", 0.2), mcnemar_test("af", "at", 0.06)]
+    found = findings(rows, tied, 10, 0)
+    assert not found[0]["worse"] and [t["row"]["name"] for t in found[0]["tied"]] == ["v", "at"]
+    assert found[1]["winner"] is None
+    text = word(found)
+    assert "la diferencia no es estadísticamente significativa" in text
+    assert "no puede afirmarse que sea mejor que ellos" in text
+    assert "significativamente mejor" not in text and "superó de forma significativa" not in text
 
 
 def test_parameter_trend_needs_three_architectures():
-    from monkeyreport.render import conclusions
+    from monkeyreport.context import findings
 
-    def row(arch, frozen, acc, params):
-        return {"name": f"{arch}{frozen}", "label": arch, "architecture": arch, "frozen": frozen,
-                "status": "ok", "long_label": arch, "accuracy": acc, "macro_f1": acc,
-                "accuracy_text": f"{acc:.4f}", "macro_f1_text": f"{acc:.4f}", "best": False,
-                "metrics": {"params_total": params}, "reason": ""}
-
-    two_archs = [row("vanilla_cnn", False, 0.55, 1_400_000), row("lite0", True, 0.97, 4_000_000),
-                 row("lite0", False, 0.94, 4_000_000)]
+    two_archs = [finding_row("v", "vanilla_cnn", False, 0.55, 1_400_000),
+                 finding_row("lf", "lite0", True, 0.97, 4_000_000),
+                 finding_row("lt", "lite0", False, 0.94, 4_000_000)]
     two_archs[1]["best"] = True
-    assert "Spearman" not in " ".join(conclusions(two_archs, 10, 0))
-    three = two_archs + [row("resnet34", True, 0.96, 21_000_000)]
-    text = " ".join(conclusions(three, 10, 0))
-    assert "Spearman" in text and "el modelo más grande, resnet34" in text
+    assert "parameters" not in [f["kind"] for f in findings(two_archs, [], 10, 0)]
+    three = two_archs + [finding_row("r", "resnet34", True, 0.96, 21_000_000)]
+    (trend,) = [f for f in findings(three, [], 10, 0) if f["kind"] == "parameters"]
+    assert trend["largest"]["name"] == "r" and trend["n"] == 3
+    text = word([trend])
+    assert "Spearman 0,50" in text and "no permite atribuir" in text and "21,00 M" in text
 
 
 def test_missing_figure_names_the_template_line_and_keeps_the_report(project, tmp_path):

@@ -1,0 +1,442 @@
+"""The template context: facts gathered from result files, never worded here.
+
+Inputs are files only (through the contract in results.py): report/eda/eda.json,
+report/stats/stats.json, runs/<experiment>/{metrics,failed}.json and history.csv,
+report/models/<architecture>.json and the config. Numbers travel raw; the templates word
+and format them (spanish_numbers). Conclusions are findings: a `kind` plus the facts they
+rest on, which a template macro turns into sentences. Like render, this never imports torch.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from scipy import stats as scipy_stats
+
+from monkeyreport import results
+from monkeyreport.config import Config
+from monkeyreport.errors import MonkeyReportError
+from monkeyreport.results import ReportFiles, RunFiles, RunMetrics
+from monkeyreport.stats import rank_key
+
+DIAGRAM_ARCHITECTURES = {"alexnet": 2, "resnet34": 3, "efficientnet_b0": 4}
+FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
+TREND_MIN_ARCHITECTURES = 3  # a parameters-vs-accuracy trend needs at least three points
+MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
+          "septiembre", "octubre", "noviembre", "diciembre")
+
+# Literature and dataset facts (REPORT_SPEC.md), not results.
+SPECIES = {
+    "n0": ("Alouatta palliata", "mono aullador de manto"),
+    "n1": ("Erythrocebus patas", "mono patas (mono rojo)"),
+    "n2": ("Cacajao calvus", "uacarí calvo"),
+    "n3": ("Macaca fuscata", "macaco japonés"),
+    "n4": ("Cebuella pygmaea", "tití pigmeo"),
+    "n5": ("Cebus capucinus", "capuchino de cara blanca (mono carablanca)"),
+    "n6": ("Mico argentatus", "tití plateado"),
+    "n7": ("Saimiri sciureus", "mono ardilla común"),
+    "n8": ("Aotus nigriceps", "mono nocturno de cabeza negra"),
+    "n9": ("Trachypithecus johnii", "langur de Nilgiri"),
+}
+ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published by the original
+    ("vanilla_cnn", False): (0.4632, 0.4611),
+    ("alexnet", True): (0.9412, 0.9418),
+    ("alexnet", False): (0.1103, 0.0199),
+    ("resnet34", True): (0.9669, 0.9664),
+    ("resnet34", False): (0.8971, 0.8981),
+    ("efficientnet_b0", True): (0.9485, 0.9482),
+    ("efficientnet_b0", False): (0.9816, 0.9812),
+}
+ORIGINAL_COUNTS = {"training": 1097, "validation": 272}
+BACKBONES = {
+    "vanilla_cnn": "tres bloques Conv (5×5) → ReLU → MaxPool con 32, 64 y 128 filtros, "
+                   "seguidos de un pooling adaptativo a 6×6 y una capa flatten",
+    "alexnet": "las capas convolucionales de AlexNet de torchvision (5 convoluciones con ReLU "
+               "y max pooling) y su pooling adaptativo a 6×6",
+    "resnet34": "ResNet34 de timm sin su clasificador: 34 capas con conexiones residuales "
+                "organizadas en cuatro etapas, y pooling global",
+    "efficientnet_b0": "EfficientNet-B0 de timm sin su clasificador: bloques MBConv en siete "
+                       "etapas, una convolución final de 1280 canales y pooling global",
+    "efficientnet_lite0": "EfficientNet-Lite0 de timm sin su clasificador",
+}
+
+
+# ----------------------------------------------------------------------------- experiments
+
+
+def read_history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = []
+        for row in csv.DictReader(f):
+            try:
+                rows.append({k: float(v) for k, v in row.items()})
+            except (TypeError, ValueError):
+                raise MonkeyReportError(f"{path}: malformed row {row}") from None
+        return rows
+
+
+def experiment_rows(config: Config, statistics: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per configured experiment, in Tabla 1 order, with its run and statistics."""
+    rows = []
+    for exp in config.experiments:
+        files = RunFiles.of(config.runs_dir, exp.name)
+        run = RunMetrics.read(files.metrics) if files.metrics.is_file() else None
+        failed = results.read_json_if_exists(files.failed)
+        status = "ok" if run else ("failed" if failed else "pending")
+        variant = "" if exp.architecture == "vanilla_cnn" else ("congelado" if exp.frozen else "fine-tuning")
+        rows.append({
+            "name": exp.name, "label": exp.label, "architecture": exp.architecture,
+            "frozen": exp.frozen, "pretrained": run.pretrained if run else exp.pretrained,
+            "status": status, "variant": variant,
+            "long_label": f"{exp.label} ({variant})" if variant else exp.label,
+            "frozen_text": "-" if exp.architecture == "vanilla_cnn" else ("Yes" if exp.frozen else "No"),
+            "run": run, "reason": (failed or {}).get("reason", ""),
+            "history": read_history(files.history) if run else [],
+            "accuracy": run.accuracy if run else None, "macro_f1": run.macro_f1 if run else None,
+            "stats": statistics["experiments"].get(exp.name) if run else None,
+            "best": False,
+        })
+    done = [r for r in rows if r["status"] == "ok"]
+    if done:
+        top = max(rank_key(r["accuracy"], r["macro_f1"]) for r in done)
+        for r in done:
+            r["best"] = rank_key(r["accuracy"], r["macro_f1"]) == top
+    return rows
+
+
+def random_weights(rows: list[dict[str, Any]]) -> bool:
+    """True when a transfer-learning experiment starts from random instead of pretrained weights."""
+    return any(r["architecture"] != "vanilla_cnn" and r["pretrained"] == "none" for r in rows)
+
+
+# ----------------------------------------------------------------------------- significance
+
+
+def mcnemar_rows(rows: list[dict[str, Any]], statistics: dict[str, Any]) -> list[dict[str, Any]]:
+    """The McNemar tests of stats.json with the experiments' rows in place of their names."""
+    by_name = {r["name"]: r for r in rows}
+    return [t | {"row_a": by_name[t["a"]], "row_b": by_name[t["b"]]} for t in statistics["mcnemar"]
+            if t["a"] in by_name and t["b"] in by_name]
+
+
+def find_test(tests: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
+    for t in tests:
+        if {t["a"], t["b"]} == {a, b}:
+            return t
+    return None
+
+
+# ----------------------------------------------------------------------------- findings
+
+
+def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classes: int,
+             n_leaked: int) -> list[dict[str, Any]]:
+    """The conclusions as facts: each a `kind` and the rows and numbers it rests on.
+
+    A claim is made only where the numbers carry it: "better" only with a significant
+    McNemar test, a parameters trend only over enough architectures.
+    """
+    done = [r for r in rows if r["status"] == "ok"]
+    if not done:
+        return [{"kind": "no_results"}]
+    out: list[dict[str, Any]] = []
+    best = [r for r in done if r["best"]]
+    if len(done) == 1:
+        out.append({"kind": "single", "row": done[0]})
+    else:
+        others = [r for r in done if not r["best"]]
+        versus = [(r, find_test(tests, best[0]["name"], r["name"])) for r in others]
+        out.append({"kind": "winner", "best": best,
+                    "worse": [r for r, t in versus if t and t["significant"]],
+                    "tied": [{"row": r, "test": t} for r, t in versus if t and not t["significant"]]})
+    out += _freezing(done, tests)
+    out += _baseline(done, tests)
+    out += _parameter_trend(done)
+    chance = 1 / num_classes if num_classes else 0.0
+    out += [{"kind": "failed_to_learn", "row": r, "chance": chance}
+            for r in done if r["accuracy"] < FAILED_TO_LEARN_FACTOR * chance]
+    out += [{"kind": r["status"], "row": r} for r in rows if r["status"] in ("failed", "pending")]
+    changes = [{"row": r, "delta": r["stats"]["leak_free"]["accuracy"]["value"] - r["accuracy"]}
+               for r in done if r["stats"] and r["stats"]["leak_free"]["accuracy"]["n"]]
+    if n_leaked and changes:
+        deltas = [c["delta"] for c in changes]
+        out.append({"kind": "leakage", "n_leaked": n_leaked, "changes": changes,
+                    "n_clean": changes[0]["row"]["stats"]["leak_free"]["accuracy"]["n"],
+                    "min": min(deltas), "max": max(deltas)})
+    return out
+
+
+def _freezing(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_arch: dict[str, dict[bool, dict[str, Any]]] = {}
+    for r in done:
+        if r["architecture"] != "vanilla_cnn":
+            by_arch.setdefault(r["architecture"], {})[r["frozen"]] = r
+    out = []
+    for pair in by_arch.values():
+        if True in pair and False in pair:
+            frozen, tuned = pair[True], pair[False]
+            test = find_test(tests, frozen["name"], tuned["name"])
+            winner = None
+            if test and test["significant"]:
+                winner = "frozen" if frozen["accuracy"] > tuned["accuracy"] else "finetuned"
+            out.append({"kind": "freezing", "title": frozen["label"], "frozen": frozen,
+                        "finetuned": tuned, "test": test, "winner": winner})
+    return out
+
+
+def _baseline(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    vanilla = [r for r in done if r["architecture"] == "vanilla_cnn"]
+    transfer = [r for r in done if r["architecture"] != "vanilla_cnn"]
+    if not (vanilla and transfer):
+        return []
+    v = vanilla[0]
+    gaps = [r["accuracy"] - v["accuracy"] for r in transfer]
+    best_transfer = max(transfer, key=lambda r: rank_key(r["accuracy"], r["macro_f1"]))
+    return [{"kind": "baseline", "vanilla": v, "n_transfer": len(transfer),
+             "n_above": sum(g > 0 for g in gaps), "gap_min": min(gaps), "gap_max": max(gaps),
+             "best_transfer": best_transfer,
+             "test": find_test(tests, best_transfer["name"], v["name"])}]
+
+
+def _parameter_trend(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One point per architecture (its best variant); Spearman's rank correlation."""
+    best_per_arch: dict[str, dict[str, Any]] = {}
+    for r in done:
+        current = best_per_arch.get(r["architecture"])
+        if current is None or r["accuracy"] > current["accuracy"]:
+            best_per_arch[r["architecture"]] = r
+    points = sorted(best_per_arch.values(), key=lambda r: r["run"].params_total)
+    if len(points) < TREND_MIN_ARCHITECTURES:
+        return []
+    rho = scipy_stats.spearmanr([r["run"].params_total for r in points], [r["accuracy"] for r in points]).statistic
+    if rho != rho:  # nan: constant accuracies
+        return []
+    direction = "up" if rho >= 0.7 else ("down" if rho <= -0.7 else "none")
+    return [{"kind": "parameters", "rho": float(rho), "direction": direction, "n": len(points),
+             "largest": points[-1], "smallest": points[0]}]
+
+
+# ----------------------------------------------------------------------------- per class
+
+
+def class_entries(eda: dict[str, Any]) -> list[dict[str, str]]:
+    return [{"code": c["code"], "latin": SPECIES.get(c["code"], (c["display_name"], ""))[0],
+             "common": SPECIES.get(c["code"], ("", c["common_name"].replace("_", " ")))[1],
+             "display_name": c["display_name"]} for c in eda["classes"]]
+
+
+def per_class_view(rows: list[dict[str, Any]], classes: list[dict[str, str]]) -> dict[str, Any] | None:
+    """Precision/recall/F1 per species of the best experiment, and the confused pairs:
+    those of the best experiment and those among the top pairs of several experiments."""
+    best = next((r for r in rows if r["best"] and r["stats"]), None)
+    if best is None:
+        return None
+    names = {c["code"]: c for c in classes}
+    table = [s | {"species": names.get(s["class"], {"latin": s["class"]})} for s in best["stats"]["per_class"]]
+    seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["stats"]:
+            for p in r["stats"]["most_confused"]:
+                seen.setdefault(tuple(p["pair"]), []).append(r)
+    shared = [{"pair": [names.get(c, {"latin": c}) for c in pair], "rows": members}
+              for pair, members in seen.items() if len(members) >= 2]
+    shared.sort(key=lambda s: -len(s["rows"]))
+    confused = [p | {"species": [names.get(c, {"latin": c}) for c in p["pair"]]}
+                for p in best["stats"]["most_confused"]]
+    return {"row": best, "table": table, "confused": confused, "shared": shared}
+
+
+# ----------------------------------------------------------------------------- methods
+
+
+def normalisations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Experiments grouped by the normalisation statistics their runs recorded."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        if r["run"]:
+            pre = r["run"].preprocessing
+            key = (tuple(pre.mean), tuple(pre.std))
+            groups.setdefault(key, {"kind": pre.normalisation, "mean": list(pre.mean),
+                                    "std": list(pre.std), "rows": []})["rows"].append(r)
+    return list(groups.values())
+
+
+def architecture_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per architecture: backbone text, the head and parameter counts its runs recorded."""
+    archs = []
+    for arch in dict.fromkeys(r["architecture"] for r in rows):
+        members = [r for r in rows if r["architecture"] == arch]
+        measured = [r["run"] for r in members if r["run"]]
+        frozen = [r["run"] for r in members if r["run"] and r["frozen"]]
+        run = measured[0] if measured else None
+        archs.append({"name": arch, "title": run.architecture_title if run else members[0]["label"],
+                      "backbone": BACKBONES.get(arch, "backbone del registro de modelos"),
+                      "head": run.head if run else None,
+                      "params_total": run.params_total if run else None,
+                      "params_trainable_frozen": frozen[0].params_trainable if frozen else None})
+    return archs
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Draw (when changed) every report figure; return figure entries keyed by role."""
+    from monkeyreport import figures
+
+    report = ReportFiles(config.report_dir)
+    report_dir = config.report_dir
+    fig_dir = report.figures_dir
+    names = [c["display_name"] for c in eda["classes"]]
+    entries: dict[str, Any] = {}
+
+    def entry(key: str, number: int, caption: str, rel: str | None, note: str = "") -> None:
+        entries[key] = {"number": number, "caption": caption, "src": rel, "note": note}
+
+    figures.draw_if_changed(fig_dir / "cnn_schematic.png", figures.inputs_digest("cnn"), figures.cnn_schematic)
+    entry("cnn", 1, "Esquema de una red convolucional: convolución, pooling, flatten y capas "
+          "fully connected.", "figures/cnn_schematic.png")
+    for arch, number in DIAGRAM_ARCHITECTURES.items():
+        summary = results.read_json_if_exists(report.model_summary(arch))
+        caption = (f"Arquitectura de {summary['title'] if summary else arch} generada a partir del "
+                   "modelo instanciado (etapas, forma de salida y parámetros; entrada 3×224×224).")
+        if summary:
+            rel = f"figures/arch_{arch}.png"
+            figures.draw_if_changed(report_dir / rel, figures.inputs_digest(summary),
+                                    figures.architecture_diagram, summary)
+            entry(arch, number, caption, rel)
+        else:
+            entry(arch, number, caption, None,
+                  f"Falta el resumen report/models/{arch}.json; ejecute «monkeyreport build» para generarlo.")
+    figures.draw_if_changed(fig_dir / "transfer_learning.png", figures.inputs_digest("tl"),
+                            figures.transfer_learning_scheme)
+    entry("transfer", 5, "Esquema de transfer learning: un backbone preentrenado en ImageNet se "
+          "reutiliza con una cabeza nueva para las diez especies.", "figures/transfer_learning.png")
+    eda_figs = eda.get("figures", {})
+    for key, number, caption in (
+        ("class_distribution", 6, "Número de imágenes por clase: entrenamiento (izquierda) y "
+         "validación (derecha)."),
+        ("sample_grid", 7, "Ejemplos de imágenes de entrenamiento por especie."),
+    ):
+        rel = eda_figs.get(key)
+        ok = bool(rel) and (report_dir / rel).is_file()
+        entry(key, number, caption, rel if ok else None,
+              "" if ok else "La figura del análisis exploratorio no está en disco; ejecute «monkeyreport eda».")
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["architecture"], []).append(r)
+    cms = []
+    for i, (arch, members) in enumerate(groups.items()):
+        number = 8 + i
+        title = members[0]["label"]
+        done = [r for r in members if r["status"] == "ok"]
+        missing = [r for r in members if r["status"] != "ok"]
+        if len(members) > 1:
+            caption = (f"Matrices de confusión de {title}: " +
+                       ", ".join(f"{'backbone congelado' if r['frozen'] else 'fine-tuning'} "
+                                 f"({'izquierda' if j == 0 else 'derecha'})" for j, r in enumerate(members)) + ".")
+        else:
+            caption = f"Matriz de confusión de {title} en validación."
+        note = " ".join(f"{r['long_label']}: {'pendiente' if r['status'] == 'pending' else 'falló'}, "
+                        "sin matriz de confusión." for r in missing)
+        rel = None
+        if done:
+            rel = f"figures/confusion_{arch}.png"
+            panels = [((("Backbone congelado" if r["frozen"] else "Fine-tuning") if len(members) > 1
+                        else r["label"]), r["run"].confusion_matrix) for r in done]
+            figures.draw_if_changed(report_dir / rel, figures.inputs_digest(panels, names),
+                                    figures.confusion_matrices, panels, names)
+        cms.append({"number": number, "caption": caption, "src": rel, "note": note,
+                    "panels": len(done)})
+    entries["confusion"] = cms
+    curves_number = 8 + len(groups)
+    histories = [(r["long_label"], r["history"]) for r in rows if r["status"] == "ok" and r["history"]]
+    rel = None
+    if histories:
+        rel = "figures/training_curves.png"
+        figures.draw_if_changed(report_dir / rel, figures.inputs_digest(histories),
+                                figures.training_curves, histories)
+    entry("curves", curves_number, "Curvas de entrenamiento por experimento: pérdida de "
+          "entrenamiento y validación (eje izquierdo) y accuracy de validación (eje derecho).", rel,
+          "" if rel else "No hay historiales de entrenamiento disponibles.")
+    return entries
+
+
+# ----------------------------------------------------------------------------- context
+
+
+def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[str, Any]) -> dict[str, Any]:
+    """Everything the templates need; `rows` from `experiment_rows`, `statistics` from stats.json."""
+    report = ReportFiles(config.report_dir)
+    eda = results.read_json_if_exists(report.eda)
+    if eda is None:
+        raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
+    classes = class_entries(eda)
+    leakage = eda["duplicates"]["n_validation_files_in_cross_split_groups"]
+    tests = mcnemar_rows(rows, statistics)
+    done = [r for r in rows if r["status"] == "ok"]
+    n_val_used = done[0]["run"].n_val if done else eda["splits"]["validation"]["total"]
+    measured = [r["stats"] for r in done if r["stats"]]
+    # Leaked images among those the runs validated on (a subset profile uses fewer).
+    leaked_used = n_val_used - measured[0]["leak_free"]["accuracy"]["n"] if measured else leakage
+    now = datetime.now()
+    config_text = ""
+    if config.source and Path(config.source).is_file():
+        config_text = Path(config.source).read_text(encoding="utf-8")
+    return {
+        "title": "Reporte 4: Convolutional Neural Networks",
+        "subtitle": "Clasificación de especies de monos con redes convolucionales y transfer learning",
+        "date": f"{now.day} de {MONTHS[now.month - 1]} de {now.year}",
+        "random_weights": random_weights(rows),
+        "subset": config.training.max_images_per_class,
+        "config_source": config.source or "(sin archivo)",
+        "config_text": config_text,
+        "seed": config.seed,
+        "eda": eda,
+        "classes": classes,
+        "num_classes": len(classes),
+        "train_total": eda["splits"]["training"]["total"],
+        "val_total": eda["splits"]["validation"]["total"],
+        "splits": eda["splits"],
+        "sizes": eda["image_sizes"],
+        "formats": eda["formats"],
+        "extensions": eda["extensions"],
+        "odd_files": eda["odd_files"],
+        "unreadable": eda["unreadable"],
+        "dup": eda["duplicates"],
+        "leakage": leakage,
+        "dataset_problems": eda["dataset_problems"],
+        "training": {
+            "epochs": config.training.epochs, "batch_size": config.training.batch_size,
+            "learning_rate": config.training.learning_rate,
+            "resize": done[0]["run"].preprocessing.resize if done else config.training.resize,
+            "crop": done[0]["run"].preprocessing.crop if done else config.training.crop,
+            "max_images_per_class": config.training.max_images_per_class,
+        },
+        "normalisations": normalisations(rows),
+        "experiments": rows,
+        "architectures": architecture_entries(rows),
+        "statistics": statistics,
+        "n_val_used": n_val_used,
+        "leaked_used": leaked_used,
+        # Half-width of a 95 % normal-approximation interval at accuracy 0.95, for the text.
+        "typical_margin": 1.96 * math.sqrt(0.95 * 0.05 / max(n_val_used, 1)),
+        "mcnemar": tests,
+        "per_class": per_class_view(rows, classes),
+        "pending": [r["long_label"] for r in rows if r["status"] == "pending"],
+        "failed": [r for r in rows if r["status"] == "failed"],
+        "findings": findings(rows, tests, len(classes), leaked_used),
+        "figures": figure_entries(config, eda, rows),
+        "versions": done[0]["run"].versions if done else {},
+        "fingerprint": eda.get("dataset_fingerprint", ""),
+        "original": {"results": [ORIGINAL_RESULTS.get((r["architecture"], r["frozen"] and r["architecture"] != "vanilla_cnn"))
+                                 for r in rows],
+                     "counts": ORIGINAL_COUNTS},
+    }

@@ -1,0 +1,138 @@
+"""stats: bootstrap intervals, leak-free metrics, McNemar tests, per-class metrics (no torch)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
+from typer.testing import CliRunner
+
+from monkeyreport import stats
+from monkeyreport.cli import app
+from monkeyreport.results import Predictions
+from monkeyreport.spanish_numbers import decimal
+
+from test_render import copy_project, project  # noqa: F401  (module fixture reused)
+
+runner = CliRunner()
+
+
+def labels(n: int, k: int, error_rate: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, k, n)
+    wrong = rng.random(n) < error_rate
+    return true, np.where(wrong, (true + rng.integers(1, k, n)) % k, true)
+
+
+def test_metrics_equal_torchmetrics_even_with_absent_classes():
+    true, pred = labels(272, 10, 0.3, 0)
+    pred[pred == 7] = 6  # class 7 never predicted
+    true[true == 3], pred[pred == 3] = 4, 4  # class 3 absent altogether
+    cm = stats.confusion_matrices(true, pred, 10)
+    t, p = torch.tensor(true), torch.tensor(pred)
+    assert stats.accuracy(cm) == pytest.approx(float(multiclass_accuracy(p, t, 10, average="micro")), abs=1e-6)
+    assert stats.macro_f1(cm) == pytest.approx(float(multiclass_f1_score(p, t, 10, average="macro")), abs=1e-6)
+
+
+def test_bootstrap_interval_is_seeded_and_as_wide_as_theory_says():
+    true, pred = labels(272, 10, 0.05, 1)
+    first = stats.estimates(true, pred, 10, seed=42)
+    assert first == stats.estimates(true, pred, 10, seed=42)
+    acc = first["accuracy"]
+    assert acc.low < acc.value < acc.high and acc.n == 272
+    # Normal approximation of a proportion: 1.96 * sqrt(p(1-p)/n), about 2.6 points here.
+    expected = 1.96 * math.sqrt(acc.value * (1 - acc.value) / 272)
+    assert (acc.high - acc.low) / 2 == pytest.approx(expected, rel=0.25)
+    f1 = first["macro_f1"]
+    assert f1.low < f1.value < f1.high
+
+
+def test_exact_mcnemar_counts_only_discordant_images():
+    right_a = np.array([True] * 9 + [False] * 1 + [True] * 50 + [False] * 20)
+    right_b = np.array([False] * 9 + [True] * 1 + [True] * 50 + [False] * 20)
+    test = stats.mcnemar("a", "b", right_a, right_b)
+    assert (test.only_a_right, test.only_b_right) == (9, 1)
+    assert test.p_value == pytest.approx(22 / 1024)  # 2 * P(X <= 1), X ~ Bin(10, 1/2)
+    assert test.significant
+    same = stats.mcnemar("a", "b", right_a, right_a)
+    assert same.p_value == 1.0 and not same.significant
+
+
+def test_leak_free_metrics_leave_out_validation_images_with_a_copy_in_training():
+    eda = {"duplicates": {"groups": [
+        {"cross_split": True, "files": [{"file": "training/n0/a.jpg", "split": "training"},
+                                        {"file": "validation/n0/x.jpg", "split": "validation"}]},
+        {"cross_split": False, "files": [{"file": "validation/n1/y.jpg", "split": "validation"},
+                                         {"file": "validation/n1/z.jpg", "split": "validation"}]},
+    ]}}
+    leaked = stats.leaked_validation_files(eda)
+    assert leaked == {"validation/n0/x.jpg"}
+    files = ["validation/n0/x.jpg", "validation/n1/y.jpg", "validation/n1/z.jpg", "validation/n0/w.jpg"]
+    predictions = Predictions(files, ["n0", "n1"], np.array([0, 1, 1, 0]), np.array([0, 1, 0, 1]),
+                              np.zeros((4, 2)))
+    result = stats.experiment_statistics(predictions, leaked, seed=0)
+    assert result["all"]["accuracy"]["value"] == pytest.approx(0.5) and result["all"]["accuracy"]["n"] == 4
+    assert result["leak_free"]["accuracy"]["value"] == pytest.approx(1 / 3)
+    assert result["leak_free"]["accuracy"]["n"] == 3
+    assert [c["support"] for c in result["per_class"]] == [2, 2]
+    assert result["most_confused"] == [{"pair": ["n0", "n1"], "errors": 2, "a_as_b": 1, "b_as_a": 1}]
+
+
+def test_report_shows_intervals_tests_and_per_class_from_stats_json(project):  # noqa: F811
+    statistics = json.loads((project["report"] / "stats" / "stats.json").read_text())
+    html = (project["report"] / "report.html").read_text()
+    best = statistics["best"]
+    assert best == "efficientnet_b0_finetuned"
+    for name, s in statistics["experiments"].items():
+        acc = s["all"]["accuracy"]
+        assert s["n_val"] == 6
+        assert f"[{decimal(acc['low'], 3)}; {decimal(acc['high'], 3)}]" in html, name
+    # McNemar: best against the six others, and no duplicate of a frozen/fine-tuned pair.
+    assert len(statistics["mcnemar"]) == 6 + 2  # + alexnet and resnet34 pairs (effnet's is a best pair)
+    assert html.count("<table class=\"mcnemar\">") == 1 and "Tabla 3." in html
+    # Normalisation stated per experiment as each run recorded it.
+    assert "[0,485; 0,456; 0,406]" in html and "[0,5; 0,5; 0,5]" in html or "[0,500; 0,500; 0,500]" in html
+
+
+def test_no_english_decimal_in_the_report_text(project):  # noqa: F811
+    html = (project["report"] / "report.html").read_text()
+    text = re.sub(r"<pre.*?</pre>|<code>.*?</code>|Versiones:.*?Semilla|<[^>]+>", " ", html, flags=re.S)
+    # A point between digits is a thousands separator only before exactly three digits.
+    english = re.findall(r"[^\n]{0,30}\d\.(?!\d{3}(?!\d))\d[^\n]{0,30}", text)
+    assert not english, english[:5]
+    assert "1.000.000" in text and "0,8333" in text
+
+
+def test_statistics_recomputed_only_when_predictions_change(project, tmp_path):  # noqa: F811
+    p = copy_project(project, tmp_path)
+    from monkeyreport.config import load_config
+
+    config = load_config(p["config"])
+    path = p["report"] / "stats" / "stats.json"
+    path.unlink()
+    first, recomputed = stats.ensure(config)
+    assert recomputed
+    again, recomputed = stats.ensure(config)
+    assert not recomputed and again == first
+    predictions = p["runs"] / "vanilla_cnn" / "predictions.csv"
+    lines = predictions.read_text().splitlines()
+    lines[1] = re.sub(r",n(\d),n\d,", lambda m: f",n{m.group(1)},n{m.group(1)},", lines[1])  # now right
+    predictions.write_text("\n".join(lines) + "\n")
+    changed, recomputed = stats.ensure(config)
+    assert recomputed
+    assert changed["experiments"]["vanilla_cnn"]["all"]["accuracy"]["value"] == pytest.approx(1 / 6)
+
+
+def test_a_damaged_predictions_file_is_one_line_naming_it(project, tmp_path):  # noqa: F811
+    p = copy_project(project, tmp_path)
+    (p["runs"] / "alexnet_frozen" / "predictions.csv").write_text("file,true_class,predicted_class\nx,n7,n0\n")
+    result = runner.invoke(app, ["render", "--config", str(p["config"]), "--format", "html"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: ") and "alexnet_frozen/predictions.csv: malformed row" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -30,6 +30,7 @@ def _training_stamp(config: Config, dataset_fingerprint: str) -> str:
 class BuildOutcome:
     lines: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # result files render could not read
     outputs: list[Path] = field(default_factory=list)
 
 
@@ -95,5 +96,6 @@ def build(config: Config, force: bool = False, templates_dir: Path | None = None
 
     rendered = render(config, "both", strict=False, templates_dir=templates_dir, force=force)
     outcome.outputs = rendered.outputs
+    outcome.problems = rendered.problems
     say(rendered.summary())
     return outcome

@@ -175,6 +175,15 @@ def render(config: ConfigOpt = DEFAULT_CONFIG, out: OutOpt = None, format: Forma
 
     outcome = render_report(_config(config, out=out), format.value, strict=strict, templates_dir=templates)
     typer.echo(outcome.summary())
+    _exit_on_unreadable(outcome.problems)
+
+
+def _exit_on_unreadable(problems: list[str]) -> None:
+    """The report was written with those rows marked; the command still fails, naming the files."""
+    for problem in problems:
+        typer.echo(f"error: {problem}", err=True)
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -191,4 +200,6 @@ def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: 
     if outcome.failed:
         typer.echo(f"error: {len(outcome.failed)} experiment(s) failed: {', '.join(outcome.failed)}",
                    err=True)
+    _exit_on_unreadable(outcome.problems)
+    if outcome.failed:
         raise typer.Exit(1)

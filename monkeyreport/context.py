@@ -26,6 +26,7 @@ from monkeyreport.stats import rank_key
 DIAGRAM_ARCHITECTURES = {"alexnet": 2, "resnet34": 3, "efficientnet_b0": 4}
 FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
 TREND_MIN_ARCHITECTURES = 3  # a parameters-vs-accuracy trend needs at least three points
+STATUS_WORDS = {"pending": "pendiente", "failed": "falló", "unreadable": "resultado ilegible"}
 MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
           "septiembre", "octubre", "noviembre", "diciembre")
 
@@ -86,9 +87,9 @@ def experiment_rows(config: Config, statistics: dict[str, Any]) -> list[dict[str
     rows = []
     for exp in config.experiments:
         files = RunFiles.of(config.runs_dir, exp.name)
-        run = RunMetrics.read(files.metrics) if files.metrics.is_file() else None
-        failed = results.read_json_if_exists(files.failed)
-        status = "ok" if run else ("failed" if failed else "pending")
+        run, problem = _read_run(files)
+        failed = results.read_json_if_exists(files.failed) if not (run or problem) else None
+        status = "ok" if run else ("unreadable" if problem else ("failed" if failed else "pending"))
         variant = "" if exp.architecture == "vanilla_cnn" else ("congelado" if exp.frozen else "fine-tuning")
         rows.append({
             "name": exp.name, "label": exp.label, "architecture": exp.architecture,
@@ -96,7 +97,8 @@ def experiment_rows(config: Config, statistics: dict[str, Any]) -> list[dict[str
             "status": status, "variant": variant,
             "long_label": f"{exp.label} ({variant})" if variant else exp.label,
             "frozen_text": "-" if exp.architecture == "vanilla_cnn" else ("Yes" if exp.frozen else "No"),
-            "run": run, "reason": (failed or {}).get("reason", ""),
+            "run": run, "reason": problem or (failed or {}).get("reason", ""),
+            "file": files.metrics,
             "history": read_history(files.history) if run else [],
             "accuracy": run.accuracy if run else None, "macro_f1": run.macro_f1 if run else None,
             "stats": statistics["experiments"].get(exp.name) if run else None,
@@ -108,6 +110,16 @@ def experiment_rows(config: Config, statistics: dict[str, Any]) -> list[dict[str
         for r in done:
             r["best"] = rank_key(r["accuracy"], r["macro_f1"]) == top
     return rows
+
+
+def _read_run(files: RunFiles) -> tuple[RunMetrics | None, str]:
+    """The run's metrics, or the one-line problem of a damaged metrics.json."""
+    if not files.metrics.is_file():
+        return None, ""
+    try:
+        return RunMetrics.read(files.metrics), ""
+    except MonkeyReportError as exc:
+        return None, str(exc)
 
 
 def random_weights(rows: list[dict[str, Any]]) -> bool:
@@ -161,7 +173,7 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
     chance = 1 / num_classes if num_classes else 0.0
     out += [{"kind": "failed_to_learn", "row": r, "chance": chance}
             for r in done if r["accuracy"] < FAILED_TO_LEARN_FACTOR * chance]
-    out += [{"kind": r["status"], "row": r} for r in rows if r["status"] in ("failed", "pending")]
+    out += [{"kind": r["status"], "row": r} for r in rows if r["status"] in ("failed", "pending", "unreadable")]
     changes = [{"row": r, "delta": r["stats"]["leak_free"]["accuracy"]["value"] - r["accuracy"]}
                for r in done if r["stats"] and r["stats"]["leak_free"]["accuracy"]["n"]]
     if n_leaked and changes:
@@ -344,8 +356,8 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
                                  f"({'izquierda' if j == 0 else 'derecha'})" for j, r in enumerate(members)) + ".")
         else:
             caption = f"Matriz de confusión de {title} en validación."
-        note = " ".join(f"{r['long_label']}: {'pendiente' if r['status'] == 'pending' else 'falló'}, "
-                        "sin matriz de confusión." for r in missing)
+        note = " ".join(f"{r['long_label']}: {STATUS_WORDS[r['status']]}, sin matriz de confusión."
+                        for r in missing)
         rel = None
         if done:
             rel = f"figures/confusion_{arch}.png"
@@ -432,6 +444,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "per_class": per_class_view(rows, classes),
         "pending": [r["long_label"] for r in rows if r["status"] == "pending"],
         "failed": [r for r in rows if r["status"] == "failed"],
+        "unreadable_results": [r for r in rows if r["status"] == "unreadable"],
         "findings": findings(rows, tests, len(classes), leaked_used),
         "figures": figure_entries(config, eda, rows),
         "versions": done[0]["run"].versions if done else {},

@@ -42,6 +42,7 @@ class RenderOutcome:
     seconds: float
     pending: list[str]
     failed: list[str]
+    problems: list[str]  # one line per result file that could not be read
 
     def summary(self) -> str:
         verb = "unchanged, skipped" if self.skipped else f"done in {self.seconds:.1f} s"
@@ -50,6 +51,8 @@ class RenderOutcome:
             extra += f", {len(self.pending)} pending"
         if self.failed:
             extra += f", {len(self.failed)} failed"
+        if self.problems:
+            extra += f", {len(self.problems)} unreadable result file(s)"
         return f"render {verb}{extra} -> {', '.join(str(p) for p in self.outputs)}"
 
 
@@ -199,7 +202,7 @@ def _inputs_digest(config: Config, templates_dir: Path, fmt: str) -> str:
     files += [report.eda, report.statistics, *sorted(report.models_dir.glob("*.json"))]
     for exp in config.experiments:
         run = RunFiles.of(config.runs_dir, exp.name)
-        files += [run.metrics, run.failed, run.history]
+        files += [run.metrics, run.failed, run.history, run.predictions]
     for p in files:
         h.update(str(p).encode())
         if p.is_file():
@@ -228,14 +231,18 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
     rows = experiment_rows(config, statistics)
     pending = [r["name"] for r in rows if r["status"] == "pending"]
     failed = [r["name"] for r in rows if r["status"] == "failed"]
+    problems = list(dict.fromkeys([r["reason"] for r in rows if r["status"] == "unreadable"]
+                                  + statistics["problems"]))
     if strict and (pending or failed):
         missing = [f"{n} (pending)" for n in pending] + [f"{n} (failed)" for n in failed]
         raise MonkeyReportError(f"--strict: missing results for {', '.join(missing)} in {config.runs_dir}")
+    if strict and problems:
+        raise MonkeyReportError(f"--strict: {problems[0]}")
     digest = _inputs_digest(config, templates_dir, fmt)
     marker = report_dir / ".render.sha"
     if (not force and marker.is_file() and marker.read_text().strip() == digest
             and all(p.is_file() for p in outputs)):
-        return RenderOutcome(outputs, True, time.perf_counter() - start, pending, failed)
+        return RenderOutcome(outputs, True, time.perf_counter() - start, pending, failed, problems)
 
     context = build_context(config, rows, statistics)
     html = render_html(context, templates_dir)
@@ -248,4 +255,4 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
     if fmt in ("html", "both"):
         results.write_text(report_dir / "report.html", html)
     results.write_text(marker, digest + "\n")
-    return RenderOutcome(outputs, False, time.perf_counter() - start, pending, failed)
+    return RenderOutcome(outputs, False, time.perf_counter() - start, pending, failed, problems)

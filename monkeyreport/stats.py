@@ -30,7 +30,7 @@ from scipy import stats as scipy_stats
 from monkeyreport import results
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
-from monkeyreport.results import Predictions, ReportFiles, RunFiles
+from monkeyreport.results import Predictions, ReportFiles, RunFiles, RunMetrics
 
 STATS_SCHEMA = 1
 N_RESAMPLES = 2000
@@ -188,14 +188,14 @@ def experiment_statistics(predictions: Predictions, leaked: set[str], seed: int)
     }
 
 
-def comparisons(runs: dict[str, dict[str, Any]], predictions: dict[str, Predictions],
+def comparisons(runs: dict[str, RunMetrics], predictions: dict[str, Predictions],
                 best: str) -> list[McNemar]:
     """Best vs every other experiment, then frozen vs fine-tuned per architecture."""
     pairs = [(best, name) for name in predictions if name != best]
     by_arch: dict[str, dict[bool, str]] = {}
     for name, run in runs.items():
-        if name in predictions and run["architecture"] != "vanilla_cnn":
-            by_arch.setdefault(run["architecture"], {})[run["frozen"]] = name
+        if name in predictions and run.architecture != "vanilla_cnn":
+            by_arch.setdefault(run.architecture, {})[run.frozen] = name
     for variants in by_arch.values():
         if True in variants and False in variants:
             pair = (variants[True], variants[False])
@@ -228,21 +228,25 @@ def compute(config: Config) -> dict[str, Any]:
     if eda is None:
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
     leaked = leaked_validation_files(eda)
-    runs: dict[str, dict[str, Any]] = {}
+    runs: dict[str, RunMetrics] = {}
     predictions: dict[str, Predictions] = {}
+    problems: list[str] = []
     for exp in config.experiments:
         files = RunFiles.of(config.runs_dir, exp.name)
-        metrics = results.read_json_if_exists(files.metrics)
-        if metrics is None or not files.predictions.is_file():
+        if not (files.metrics.is_file() and files.predictions.is_file()):
             continue
-        runs[exp.name] = metrics
-        predictions[exp.name] = Predictions.read(files.predictions)
+        try:
+            runs[exp.name] = RunMetrics.read(files.metrics)
+            predictions[exp.name] = Predictions.read(files.predictions)
+        except MonkeyReportError as exc:  # a damaged file: that experiment has no statistics
+            runs.pop(exp.name, None)
+            problems.append(str(exc))
     experiments = {name: experiment_statistics(p, leaked, config.seed) for name, p in predictions.items()}
-    best = max(runs, key=lambda n: rank_key(runs[n]["accuracy"], runs[n]["macro_f1"]), default=None)
+    best = max(runs, key=lambda n: rank_key(runs[n].accuracy, runs[n].macro_f1), default=None)
     tests = comparisons(runs, predictions, best) if best else []
     return {"schema": STATS_SCHEMA, "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
             "alpha": ALPHA, "seed": config.seed, "n_leaked": len(leaked), "best": best,
-            "experiments": experiments, "mcnemar": [t.as_dict() for t in tests]}
+            "experiments": experiments, "mcnemar": [t.as_dict() for t in tests], "problems": problems}
 
 
 def ensure(config: Config, force: bool = False) -> tuple[dict[str, Any], bool]:

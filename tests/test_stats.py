@@ -129,10 +129,19 @@ def test_statistics_recomputed_only_when_predictions_change(project, tmp_path): 
     assert changed["experiments"]["vanilla_cnn"]["all"]["accuracy"]["value"] == pytest.approx(1 / 6)
 
 
-def test_a_damaged_predictions_file_is_one_line_naming_it(project, tmp_path):  # noqa: F811
+def test_damaged_result_files_mark_their_row_and_fail_the_command(project, tmp_path):  # noqa: F811
     p = copy_project(project, tmp_path)
     (p["runs"] / "alexnet_frozen" / "predictions.csv").write_text("file,true_class,predicted_class\nx,n7,n0\n")
+    (p["runs"] / "resnet34_frozen" / "metrics.json").write_text('{"accuracy": 0.9, ')
     result = runner.invoke(app, ["render", "--config", str(p["config"]), "--format", "html"])
     assert result.exit_code == 1
-    assert result.output.startswith("error: ") and "alexnet_frozen/predictions.csv: malformed row" in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2
+    assert any("resnet34_frozen/metrics.json: not valid JSON" in e for e in errors)
+    assert any("alexnet_frozen/predictions.csv: malformed row" in e for e in errors)
+    html = (p["report"] / "report.html").read_text()  # the report is still written
+    assert re.search(r"<td>ResNet34</td><td>Yes</td><td class=\"num\">ilegible</td>", html)
+    assert "Resultados ilegibles: ResNet34 (congelado)" in html
+    statistics = json.loads((p["report"] / "stats" / "stats.json").read_text())
+    assert "alexnet_frozen" not in statistics["experiments"] and "resnet34_frozen" not in statistics["experiments"]
+    assert len(statistics["experiments"]) == 5

@@ -3,7 +3,7 @@
 Inputs are files only (through the contract in results.py): report/eda/eda.json,
 report/stats/stats.json, runs/<experiment>/{metrics,failed}.json and history.csv,
 report/models/<architecture>.json and the config. Numbers travel raw; the templates word
-and format them (spanish_numbers). Conclusions are findings: a `kind` plus the facts they
+and format them (spanish_format). Conclusions are findings: a `kind` plus the facts they
 rest on, which a template macro turns into sentences. Like render, this never imports torch.
 """
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import csv
 import math
-from datetime import datetime
+import tomllib
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +27,7 @@ from monkeyreport.stats import rank_key
 DIAGRAM_ARCHITECTURES = {"alexnet": 2, "resnet34": 3, "efficientnet_b0": 4}
 FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
 TREND_MIN_ARCHITECTURES = 3  # a parameters-vs-accuracy trend needs at least three points
-STATUS_WORDS = {"pending": "pendiente", "failed": "falló", "unreadable": "resultado ilegible"}
-MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
-          "septiembre", "octubre", "noviembre", "diciembre")
 
-# Literature and dataset facts (REPORT_SPEC.md), not results.
-SPECIES = {
-    "n0": ("Alouatta palliata", "mono aullador de manto"),
-    "n1": ("Erythrocebus patas", "mono patas (mono rojo)"),
-    "n2": ("Cacajao calvus", "uacarí calvo"),
-    "n3": ("Macaca fuscata", "macaco japonés"),
-    "n4": ("Cebuella pygmaea", "tití pigmeo"),
-    "n5": ("Cebus capucinus", "capuchino de cara blanca (mono carablanca)"),
-    "n6": ("Mico argentatus", "tití plateado"),
-    "n7": ("Saimiri sciureus", "mono ardilla común"),
-    "n8": ("Aotus nigriceps", "mono nocturno de cabeza negra"),
-    "n9": ("Trachypithecus johnii", "langur de Nilgiri"),
-}
 ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published by the original
     ("vanilla_cnn", False): (0.4632, 0.4611),
     ("alexnet", True): (0.9412, 0.9418),
@@ -53,17 +38,7 @@ ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published
     ("efficientnet_b0", False): (0.9816, 0.9812),
 }
 ORIGINAL_COUNTS = {"training": 1097, "validation": 272}
-BACKBONES = {
-    "vanilla_cnn": "tres bloques Conv (5×5) → ReLU → MaxPool con 32, 64 y 128 filtros, "
-                   "seguidos de un pooling adaptativo a 6×6 y una capa flatten",
-    "alexnet": "las capas convolucionales de AlexNet de torchvision (5 convoluciones con ReLU "
-               "y max pooling) y su pooling adaptativo a 6×6",
-    "resnet34": "ResNet34 de timm sin su clasificador: 34 capas con conexiones residuales "
-                "organizadas en cuatro etapas, y pooling global",
-    "efficientnet_b0": "EfficientNet-B0 de timm sin su clasificador: bloques MBConv en siete "
-                       "etapas, una convolución final de 1280 canales y pooling global",
-    "efficientnet_lite0": "EfficientNet-Lite0 de timm sin su clasificador",
-}
+SPECIES_FILE = "species.toml"  # in the templates folder: the canonical species names
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -90,13 +65,10 @@ def experiment_rows(config: Config, statistics: dict[str, Any]) -> list[dict[str
         run, problem = _read_run(files)
         failed = results.read_json_if_exists(files.failed) if not (run or problem) else None
         status = "ok" if run else ("unreadable" if problem else ("failed" if failed else "pending"))
-        variant = "" if exp.architecture == "vanilla_cnn" else ("congelado" if exp.frozen else "fine-tuning")
         rows.append({
             "name": exp.name, "label": exp.label, "architecture": exp.architecture,
             "frozen": exp.frozen, "pretrained": run.pretrained if run else exp.pretrained,
-            "status": status, "variant": variant,
-            "long_label": f"{exp.label} ({variant})" if variant else exp.label,
-            "frozen_text": "-" if exp.architecture == "vanilla_cnn" else ("Yes" if exp.frozen else "No"),
+            "status": status, "transfer": exp.architecture != "vanilla_cnn",
             "run": run, "reason": problem or (failed or {}).get("reason", ""),
             "file": files.metrics,
             "history": read_history(files.history) if run else [],
@@ -237,10 +209,28 @@ def _parameter_trend(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- per class
 
 
-def class_entries(eda: dict[str, Any]) -> list[dict[str, str]]:
-    return [{"code": c["code"], "latin": SPECIES.get(c["code"], (c["display_name"], ""))[0],
-             "common": SPECIES.get(c["code"], ("", c["common_name"].replace("_", " ")))[1],
-             "display_name": c["display_name"]} for c in eda["classes"]]
+def species_table(templates_dir: Path) -> dict[str, dict[str, str]]:
+    """Code -> {latin, common} from the templates folder's species.toml (empty without one)."""
+    path = templates_dir / SPECIES_FILE
+    if not path.is_file():
+        return {}
+    try:
+        table = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise MonkeyReportError(f"{path}: not valid TOML ({exc})") from None
+    for code, names in table.items():
+        if not (isinstance(names, dict) and isinstance(names.get("latin"), str)
+                and isinstance(names.get("common"), str)):
+            raise MonkeyReportError(f"{path}: [{code}] needs text values 'latin' and 'common'")
+    return table
+
+
+def class_entries(eda: dict[str, Any], species: dict[str, dict[str, str]]) -> list[dict[str, str]]:
+    """The dataset's classes named from the species table, or from the dataset's labels."""
+    return [{"code": c["code"],
+             "latin": species.get(c["code"], {}).get("latin", c["display_name"]),
+             "common": species.get(c["code"], {}).get("common", c["common_name"].replace("_", " "))}
+            for c in eda["classes"]]
 
 
 def per_class_view(rows: list[dict[str, Any]], classes: list[dict[str, str]]) -> dict[str, Any] | None:
@@ -288,7 +278,6 @@ def architecture_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         frozen = [r["run"] for r in members if r["run"] and r["frozen"]]
         run = measured[0] if measured else None
         archs.append({"name": arch, "title": run.architecture_title if run else members[0]["label"],
-                      "backbone": BACKBONES.get(arch, "backbone del registro de modelos"),
                       "head": run.head if run else None,
                       "params_total": run.params_total if run else None,
                       "params_trainable_frozen": frozen[0].params_trainable if frozen else None})
@@ -298,66 +287,59 @@ def architecture_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 # ----------------------------------------------------------------------------- figures
 
 
-def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Draw (when changed) every report figure; return figure entries keyed by role."""
+def _panel_title(row: dict[str, Any]) -> str:
+    """An experiment's name inside a figure image (figures carry Spanish labels of their own)."""
+    if not row["transfer"]:
+        return row["label"]
+    return f"{row['label']} ({'congelado' if row['frozen'] else 'fine-tuning'})"
+
+
+def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any]],
+                   classes: list[dict[str, str]]) -> dict[str, Any]:
+    """Draw (when changed) every report figure; return its facts keyed by role.
+
+    Each entry has its number and `src` (None when it could not be drawn) and says why it
+    is missing (`missing`: "model_summary", "eda" or "no_results"); the templates write
+    the captions and the notes.
+    """
     from monkeyreport import figures
 
     report = ReportFiles(config.report_dir)
     report_dir = config.report_dir
     fig_dir = report.figures_dir
-    names = [c["display_name"] for c in eda["classes"]]
+    names = [c["latin"] for c in classes]
     entries: dict[str, Any] = {}
 
-    def entry(key: str, number: int, caption: str, rel: str | None, note: str = "") -> None:
-        entries[key] = {"number": number, "caption": caption, "src": rel, "note": note}
+    def entry(key: str, number: int, rel: str | None, missing: str = "", **facts: Any) -> None:
+        entries[key] = {"number": number, "src": rel, "missing": "" if rel else missing, "absent": []} | facts
 
     figures.draw_if_changed(fig_dir / "cnn_schematic.png", figures.inputs_digest("cnn"), figures.cnn_schematic)
-    entry("cnn", 1, "Esquema de una red convolucional: convolución, pooling, flatten y capas "
-          "fully connected.", "figures/cnn_schematic.png")
+    entry("cnn", 1, "figures/cnn_schematic.png")
     for arch, number in DIAGRAM_ARCHITECTURES.items():
         summary = results.read_json_if_exists(report.model_summary(arch))
-        caption = (f"Arquitectura de {summary['title'] if summary else arch} generada a partir del "
-                   "modelo instanciado (etapas, forma de salida y parámetros; entrada 3×224×224).")
+        rel = None
         if summary:
             rel = f"figures/arch_{arch}.png"
             figures.draw_if_changed(report_dir / rel, figures.inputs_digest(summary),
                                     figures.architecture_diagram, summary)
-            entry(arch, number, caption, rel)
-        else:
-            entry(arch, number, caption, None,
-                  f"Falta el resumen report/models/{arch}.json; ejecute «monkeyreport build» para generarlo.")
+        entry(arch, number, rel, "model_summary", architecture=arch,
+              title=summary["title"] if summary else arch,
+              input_shape=summary["input_shape"] if summary else None,
+              summary_file=report.model_summary(arch).relative_to(report_dir).as_posix())
     figures.draw_if_changed(fig_dir / "transfer_learning.png", figures.inputs_digest("tl"),
                             figures.transfer_learning_scheme)
-    entry("transfer", 5, "Esquema de transfer learning: un backbone preentrenado en ImageNet se "
-          "reutiliza con una cabeza nueva para las diez especies.", "figures/transfer_learning.png")
+    entry("transfer", 5, "figures/transfer_learning.png")
     eda_figs = eda.get("figures", {})
-    for key, number, caption in (
-        ("class_distribution", 6, "Número de imágenes por clase: entrenamiento (izquierda) y "
-         "validación (derecha)."),
-        ("sample_grid", 7, "Ejemplos de imágenes de entrenamiento por especie."),
-    ):
+    for key, number in (("class_distribution", 6), ("sample_grid", 7)):
         rel = eda_figs.get(key)
-        ok = bool(rel) and (report_dir / rel).is_file()
-        entry(key, number, caption, rel if ok else None,
-              "" if ok else "La figura del análisis exploratorio no está en disco; ejecute «monkeyreport eda».")
+        entry(key, number, rel if rel and (report_dir / rel).is_file() else None, "eda")
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["architecture"], []).append(r)
     cms = []
     for i, (arch, members) in enumerate(groups.items()):
-        number = 8 + i
-        title = members[0]["label"]
         done = [r for r in members if r["status"] == "ok"]
-        missing = [r for r in members if r["status"] != "ok"]
-        if len(members) > 1:
-            caption = (f"Matrices de confusión de {title}: " +
-                       ", ".join(f"{'backbone congelado' if r['frozen'] else 'fine-tuning'} "
-                                 f"({'izquierda' if j == 0 else 'derecha'})" for j, r in enumerate(members)) + ".")
-        else:
-            caption = f"Matriz de confusión de {title} en validación."
-        note = " ".join(f"{r['long_label']}: {STATUS_WORDS[r['status']]}, sin matriz de confusión."
-                        for r in missing)
         rel = None
         if done:
             rel = f"figures/confusion_{arch}.png"
@@ -365,32 +347,43 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
                         else r["label"]), r["run"].confusion_matrix) for r in done]
             figures.draw_if_changed(report_dir / rel, figures.inputs_digest(panels, names),
                                     figures.confusion_matrices, panels, names)
-        cms.append({"number": number, "caption": caption, "src": rel, "note": note,
-                    "panels": len(done)})
+        cms.append({"number": 8 + i, "src": rel, "missing": "" if rel else "no_results",
+                    "title": members[0]["label"], "members": done,
+                    "absent": [r for r in members if r["status"] != "ok"]})
     entries["confusion"] = cms
-    curves_number = 8 + len(groups)
-    histories = [(r["long_label"], r["history"]) for r in rows if r["status"] == "ok" and r["history"]]
+    histories = [(_panel_title(r), r["history"]) for r in rows if r["status"] == "ok" and r["history"]]
     rel = None
     if histories:
         rel = "figures/training_curves.png"
         figures.draw_if_changed(report_dir / rel, figures.inputs_digest(histories),
                                 figures.training_curves, histories)
-    entry("curves", curves_number, "Curvas de entrenamiento por experimento: pérdida de "
-          "entrenamiento y validación (eje izquierdo) y accuracy de validación (eje derecho).", rel,
-          "" if rel else "No hay historiales de entrenamiento disponibles.")
+    entry("curves", 8 + len(groups), rel, "no_results")
     return entries
 
 
 # ----------------------------------------------------------------------------- context
 
 
-def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[str, Any]) -> dict[str, Any]:
+def _shown_path(source: str | None) -> str | None:
+    """The config's path as the report shows it: relative to the working folder when inside it,
+    else its name (never an absolute path of the build machine)."""
+    if not source:
+        return None
+    path = Path(source).resolve()
+    try:
+        return path.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[str, Any],
+                  templates_dir: Path) -> dict[str, Any]:
     """Everything the templates need; `rows` from `experiment_rows`, `statistics` from stats.json."""
     report = ReportFiles(config.report_dir)
     eda = results.read_json_if_exists(report.eda)
     if eda is None:
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
-    classes = class_entries(eda)
+    classes = class_entries(eda, species_table(templates_dir))
     leakage = eda["duplicates"]["n_validation_files_in_cross_split_groups"]
     tests = mcnemar_rows(rows, statistics)
     done = [r for r in rows if r["status"] == "ok"]
@@ -398,17 +391,14 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
     measured = [r["stats"] for r in done if r["stats"]]
     # Leaked images among those the runs validated on (a subset profile uses fewer).
     leaked_used = n_val_used - measured[0]["leak_free"]["accuracy"]["n"] if measured else leakage
-    now = datetime.now()
     config_text = ""
     if config.source and Path(config.source).is_file():
         config_text = Path(config.source).read_text(encoding="utf-8")
     return {
-        "title": "Reporte 4: Convolutional Neural Networks",
-        "subtitle": "Clasificación de especies de monos con redes convolucionales y transfer learning",
-        "date": f"{now.day} de {MONTHS[now.month - 1]} de {now.year}",
+        "build_date": date.today(),
         "random_weights": random_weights(rows),
         "subset": config.training.max_images_per_class,
-        "config_source": config.source or "(sin archivo)",
+        "config_source": _shown_path(config.source),
         "config_text": config_text,
         "seed": config.seed,
         "eda": eda,
@@ -442,11 +432,11 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "typical_margin": 1.96 * math.sqrt(0.95 * 0.05 / max(n_val_used, 1)),
         "mcnemar": tests,
         "per_class": per_class_view(rows, classes),
-        "pending": [r["long_label"] for r in rows if r["status"] == "pending"],
+        "pending": [r for r in rows if r["status"] == "pending"],
         "failed": [r for r in rows if r["status"] == "failed"],
         "unreadable_results": [r for r in rows if r["status"] == "unreadable"],
         "findings": findings(rows, tests, len(classes), leaked_used),
-        "figures": figure_entries(config, eda, rows),
+        "figures": figure_entries(config, eda, rows, classes),
         "versions": done[0]["run"].versions if done else {},
         "fingerprint": eda.get("dataset_fingerprint", ""),
         "original": {"results": [ORIGINAL_RESULTS.get((r["architecture"], r["frozen"] and r["architecture"] != "vanilla_cnn"))

@@ -17,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
-from monkeyreport import spanish_numbers  # noqa: E402
+from monkeyreport import spanish_format  # noqa: E402
 from monkeyreport.results import atomic_path  # noqa: E402
 
 DPI = 200
@@ -32,7 +32,7 @@ def _spanish_ticks(fig: Figure) -> None:
     for ax in fig.axes:
         for axis in (ax.xaxis, ax.yaxis):
             if isinstance(axis.get_major_formatter(), ScalarFormatter):
-                axis.set_major_formatter(spanish_numbers.axis_formatter())
+                axis.set_major_formatter(spanish_format.axis_formatter())
 
 
 def save(fig: Figure, path: Path) -> None:
@@ -215,10 +215,10 @@ def transfer_learning_scheme(path: Path) -> None:
 
 def _format_params(n: int) -> str:
     if n >= 1_000_000:
-        return spanish_numbers.millions(n)
+        return spanish_format.millions(n)
     if n >= 1_000:
-        return f"{spanish_numbers.decimal(n / 1e3, 1)} k"
-    return spanish_numbers.number(n)
+        return f"{spanish_format.decimal(n / 1e3, 1)} k"
+    return spanish_format.number(n)
 
 
 _SHORT_NAMES = {"DepthwiseSeparableConv": "DS-Conv", "InvertedResidual": "MBConv",

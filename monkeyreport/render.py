@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monkeyreport import results, spanish_numbers, stats
+from monkeyreport import results, spanish_format, stats
 from monkeyreport.config import Config
 from monkeyreport.context import build_context, experiment_rows
 from monkeyreport.errors import MonkeyReportError
@@ -28,7 +28,7 @@ MAIN_TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"
 FORMATS = ("html", "pdf", "both")
 # Modules whose code shapes the report: a change to any of them re-renders.
-RENDER_MODULES = ("render.py", "context.py", "stats.py", "spanish_numbers.py", "figures.py", "results.py")
+RENDER_MODULES = ("render.py", "context.py", "stats.py", "spanish_format.py", "figures.py", "results.py")
 
 
 class TemplateProblem(MonkeyReportError):
@@ -69,9 +69,9 @@ def environment(templates_dir: Path):
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        finalize=spanish_numbers.finalize,
+        finalize=spanish_format.finalize,
     )
-    env.filters.update(spanish_numbers.FILTERS)
+    env.filters.update(spanish_format.FILTERS)
     return env
 
 
@@ -244,7 +244,7 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
             and all(p.is_file() for p in outputs)):
         return RenderOutcome(outputs, True, time.perf_counter() - start, pending, failed, problems)
 
-    context = build_context(config, rows, statistics)
+    context = build_context(config, rows, statistics, templates_dir)
     html = render_html(context, templates_dir)
     check_images(html, report_dir, templates_dir)
     css = templates_dir / STYLESHEET

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from conftest import REPO, make_dataset
 from monkeyreport.cli import app
 from monkeyreport.errors import MonkeyReportError
-from monkeyreport.spanish_numbers import decimal
+from monkeyreport.spanish_format import decimal
 
 SMOKE = REPO / "configs" / "smoke.toml"
 SPEC_HEADINGS = [
@@ -99,7 +99,7 @@ def fake_results(config_path: Path, data_root: Path) -> None:
         metrics = {
             "experiment": exp.name, "title": exp.label, "architecture": exp.architecture,
             "architecture_title": exp.label, "frozen": exp.frozen, "pretrained": exp.pretrained,
-            "weights": "aleatorios", "accuracy": acc, "macro_f1": f1, "confusion_matrix": cm,
+            "weights": "random", "accuracy": acc, "macro_f1": f1, "confusion_matrix": cm,
             "classes": ["n0", "n1", "n2"], "n_train": 12, "n_val": 6,
             "params_total": 1_000_000 * (i + 1), "params_trainable": 10_000 * (i + 1), "epochs": 2,
             "train_seconds": 1.5, "device": "cpu", "seed": 42,
@@ -245,9 +245,8 @@ def finding_row(name, arch, frozen, acc, params=1):
 
     run = RunMetrics(name, arch, arch, arch, frozen, "imagenet", "ImageNet", acc, acc, [], [], 1, 1,
                      params, params, 1, 1.0, "cpu", 0, PreprocessingRecord(1, 1, (0.5,), (0.5,)), {})
-    variant = "" if arch == "vanilla_cnn" else ("congelado" if frozen else "fine-tuning")
     return {"name": name, "label": arch, "architecture": arch, "frozen": frozen, "status": "ok",
-            "long_label": f"{arch} ({variant})" if variant else arch, "accuracy": acc, "macro_f1": acc,
+            "transfer": arch != "vanilla_cnn", "accuracy": acc, "macro_f1": acc,
             "best": False, "run": run, "stats": None, "reason": ""}
 
 
@@ -322,3 +321,19 @@ def test_missing_figure_names_the_template_line_and_keeps_the_report(project, tm
     assert result.output.startswith("error: templates/sections/04_datos.html.j2:3: figure "
                                     "figures/mapa_de_especies.png not found")
     assert (p["report"] / "report.html").read_text() == before
+
+
+# Spanish function words and letters: any of them in the output came from somewhere else
+# than the minimal English templates.
+SPANISH = re.compile(r"[áéíóúñ¿¡]|\b(de|del|la|las|el|los|con|sin|para|por|una|que|y|en|se)\b", re.I)
+
+
+def test_every_word_of_the_report_comes_from_the_templates(project, tmp_path):
+    p = copy_project(project, tmp_path)
+    result = render_with(p["config"], REPO / "tests" / "minimal_templates")
+    assert result.exit_code == 0, result.output
+    html = (p["report"] / "report.html").read_text()
+    assert "Monkeys, built" in html and "efficientnet_b0_finetuned" in html and "winner" in html
+    text = re.sub(r"<[^>]+>", " ", html)
+    spanish = sorted({m.group(0) for m in SPANISH.finditer(text)})
+    assert not spanish, [text[max(0, m.start() - 40):m.end() + 40] for m in SPANISH.finditer(text)][:5]

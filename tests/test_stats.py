@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from monkeyreport import stats
 from monkeyreport.cli import app
 from monkeyreport.results import Predictions
-from monkeyreport.spanish_numbers import decimal
+from monkeyreport.spanish_format import decimal
 
 from test_render import copy_project, project  # noqa: F401  (module fixture reused)
 

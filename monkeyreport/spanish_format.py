@@ -1,4 +1,4 @@
-"""The one number formatter of the report: Spanish conventions through Babel's `es` locale.
+"""The one formatter of the report's numbers and dates: Spanish conventions through Babel's `es` locale.
 
 Decimal comma and CLDR grouping ("0,9816", "4.032.010", "15,3 %") in prose, tables and
 figure axes alike. Templates get these as filters, and every bare number a template prints
@@ -8,8 +8,10 @@ goes through `finalize`, so no number reaches the page in English notation.
 from __future__ import annotations
 
 import math
+from datetime import date
 from typing import Any
 
+from babel.dates import format_date
 from babel.numbers import format_decimal, format_percent
 
 LOCALE = "es"
@@ -57,6 +59,11 @@ def vector(values: list[float], digits: int = 3) -> str:
     return "[" + "; ".join(decimal(v, digits) for v in values) + "]"
 
 
+def long_date(day: date) -> str:
+    """29 de noviembre de 2026."""
+    return format_date(day, format="long", locale=LOCALE)
+
+
 def finalize(value: Any) -> Any:
     """Jinja's `finalize`: any int or float printed bare goes through `number`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -65,7 +72,7 @@ def finalize(value: Any) -> Any:
 
 
 FILTERS = {"dec": decimal, "num": number, "pct": percent, "pts": points, "millions": millions,
-           "pval": p_value, "vec": vector}
+           "pval": p_value, "vec": vector, "long_date": long_date}
 
 
 def axis_formatter(digits: int | None = None):

@@ -10,6 +10,7 @@ rest on, which a template macro turns into sentences. Like render, this never im
 from __future__ import annotations
 
 import csv
+import itertools
 import math
 import tomllib
 from datetime import date
@@ -24,7 +25,9 @@ from monkeyreport.errors import MonkeyReportError
 from monkeyreport.results import ReportFiles, RunFiles, RunMetrics
 from monkeyreport.stats import rank_key
 
-DIAGRAM_ARCHITECTURES = {"alexnet": 2, "resnet34": 3, "efficientnet_b0": 4}
+# The report's sections on architectures, in document order: the families of section 2, then
+# the baseline (drawn with the details of the models); their diagrams are numbered in this order.
+SECTION_FAMILIES = ("alexnet", "resnet", "efficientnet")
 FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
 TREND_MIN_ARCHITECTURES = 3  # a parameters-vs-accuracy trend needs at least three points
 
@@ -269,22 +272,27 @@ def normalisations(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(groups.values())
 
 
-def architecture_entries(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One entry per architecture: backbone text, the head and parameter counts its runs recorded."""
+def architecture_entries(config: Config, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per configured architecture, in document order (SECTION_FAMILIES, then the
+    rest): its summary (family, library, stages), the head and parameter counts its runs
+    recorded."""
+    report = ReportFiles(config.report_dir)
     archs = []
     for arch in dict.fromkeys(r["architecture"] for r in rows):
         members = [r for r in rows if r["architecture"] == arch]
         measured = [r["run"] for r in members if r["run"]]
         frozen = [r["run"] for r in members if r["run"] and r["frozen"]]
         run = measured[0] if measured else None
-        archs.append({"name": arch, "title": run.architecture_title if run else members[0]["label"],
-                      "head": run.head if run else None,
+        summary = results.read_json_if_exists(report.model_summary(arch)) or {}
+        archs.append({"name": arch, "title": summary.get("title", members[0]["label"]),
+                      "family": summary.get("family", "other"), "library": summary.get("library", ""),
+                      "summary": summary or None,
+                      "summary_file": report.model_summary(arch).relative_to(report.report_dir).as_posix(),
+                      "head": run.head if run else None, "params_head": run.params_head if run else None,
                       "params_total": run.params_total if run else None,
                       "params_trainable_frozen": frozen[0].params_trainable if frozen else None})
-    return archs
-
-
-# ----------------------------------------------------------------------------- figures
+    order = {family: i for i, family in enumerate(SECTION_FAMILIES)}
+    return sorted(archs, key=lambda a: order.get(a["family"], len(order)))
 
 
 def _panel_title(row: dict[str, Any]) -> str:
@@ -295,7 +303,7 @@ def _panel_title(row: dict[str, Any]) -> str:
 
 
 def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any]],
-                   classes: list[dict[str, str]]) -> dict[str, Any]:
+                   classes: list[dict[str, str]], architectures: list[dict[str, Any]]) -> dict[str, Any]:
     """Draw (when changed) every report figure; return its facts keyed by role.
 
     Each entry has its number and `src` (None when it could not be drawn) and says why it
@@ -313,32 +321,38 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
     def entry(key: str, number: int, rel: str | None, missing: str = "", **facts: Any) -> None:
         entries[key] = {"number": number, "src": rel, "missing": "" if rel else missing, "absent": []} | facts
 
+    number = itertools.count(1)  # figures are numbered in the order the report shows them
+
     figures.draw_if_changed(fig_dir / "cnn_schematic.png", figures.inputs_digest("cnn"), figures.cnn_schematic)
-    entry("cnn", 1, "figures/cnn_schematic.png")
-    for arch, number in DIAGRAM_ARCHITECTURES.items():
-        summary = results.read_json_if_exists(report.model_summary(arch))
+    entry("cnn", next(number), "figures/cnn_schematic.png")
+
+    def diagram(arch: dict[str, Any]) -> dict[str, Any]:
         rel = None
-        if summary:
-            rel = f"figures/arch_{arch}.png"
-            figures.draw_if_changed(report_dir / rel, figures.inputs_digest(summary),
-                                    figures.architecture_diagram, summary)
-        entry(arch, number, rel, "model_summary", architecture=arch,
-              title=summary["title"] if summary else arch,
-              input_shape=summary["input_shape"] if summary else None,
-              summary_file=report.model_summary(arch).relative_to(report_dir).as_posix())
+        if arch["summary"]:
+            rel = f"figures/arch_{arch['name']}.png"
+            figures.draw_if_changed(report_dir / rel, figures.inputs_digest(arch["summary"]),
+                                    figures.architecture_diagram, arch["summary"])
+        return {"number": next(number), "src": rel, "missing": "" if rel else "model_summary", "absent": [],
+                "architecture": arch["name"], "family": arch["family"], "title": arch["title"],
+                "input_shape": (arch["summary"] or {}).get("input_shape"), "summary_file": arch["summary_file"]}
+
+    in_sections = [a for a in architectures if a["family"] in SECTION_FAMILIES]
+    diagrams = [diagram(a) for a in in_sections]
     figures.draw_if_changed(fig_dir / "transfer_learning.png", figures.inputs_digest("tl"),
                             figures.transfer_learning_scheme)
-    entry("transfer", 5, "figures/transfer_learning.png")
+    entry("transfer", next(number), "figures/transfer_learning.png")
     eda_figs = eda.get("figures", {})
-    for key, number in (("class_distribution", 6), ("sample_grid", 7)):
+    for key in ("class_distribution", "sample_grid"):
         rel = eda_figs.get(key)
-        entry(key, number, rel if rel and (report_dir / rel).is_file() else None, "eda")
+        entry(key, next(number), rel if rel and (report_dir / rel).is_file() else None, "eda")
+    diagrams += [diagram(a) for a in architectures if a["family"] not in SECTION_FAMILIES]
+    entries["diagrams"] = diagrams
 
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault(r["architecture"], []).append(r)
     cms = []
-    for i, (arch, members) in enumerate(groups.items()):
+    for arch, members in groups.items():
         done = [r for r in members if r["status"] == "ok"]
         rel = None
         if done:
@@ -347,7 +361,7 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
                         else r["label"]), r["run"].confusion_matrix) for r in done]
             figures.draw_if_changed(report_dir / rel, figures.inputs_digest(panels, names),
                                     figures.confusion_matrices, panels, names)
-        cms.append({"number": 8 + i, "src": rel, "missing": "" if rel else "no_results",
+        cms.append({"number": next(number), "src": rel, "missing": "" if rel else "no_results",
                     "title": members[0]["label"], "members": done,
                     "absent": [r for r in members if r["status"] != "ok"]})
     entries["confusion"] = cms
@@ -357,7 +371,7 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
         rel = "figures/training_curves.png"
         figures.draw_if_changed(report_dir / rel, figures.inputs_digest(histories),
                                 figures.training_curves, histories)
-    entry("curves", 8 + len(groups), rel, "no_results")
+    entry("curves", next(number), rel, "no_results")
     return entries
 
 
@@ -384,6 +398,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
     if eda is None:
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
     classes = class_entries(eda, species_table(templates_dir))
+    architectures = architecture_entries(config, rows)
     leakage = eda["duplicates"]["n_validation_files_in_cross_split_groups"]
     tests = mcnemar_rows(rows, statistics)
     done = [r for r in rows if r["status"] == "ok"]
@@ -424,7 +439,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         },
         "normalisations": normalisations(rows),
         "experiments": rows,
-        "architectures": architecture_entries(rows),
+        "architectures": architectures,
         "statistics": statistics,
         "n_val_used": n_val_used,
         "leaked_used": leaked_used,
@@ -436,7 +451,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "failed": [r for r in rows if r["status"] == "failed"],
         "unreadable_results": [r for r in rows if r["status"] == "unreadable"],
         "findings": findings(rows, tests, len(classes), leaked_used),
-        "figures": figure_entries(config, eda, rows, classes),
+        "figures": figure_entries(config, eda, rows, classes, architectures),
         "versions": done[0]["run"].versions if done else {},
         "fingerprint": eda.get("dataset_fingerprint", ""),
         "original": {"results": [ORIGINAL_RESULTS.get((r["architecture"], r["frozen"] and r["architecture"] != "vanilla_cnn"))

@@ -44,6 +44,8 @@ class Architecture:
 
     name: str
     title: str  # as printed in the report
+    family: str  # the report's section on it: "baseline", "alexnet", "resnet", "efficientnet"
+    library: str  # where the backbone comes from: "own", "torchvision", "timm"
     build: Callable[[bool], Backbone]  # imagenet weights?
     head_hidden: int
     head_dropout: float = 0.0
@@ -54,12 +56,14 @@ class Architecture:
 _REGISTRY: dict[str, Architecture] = {}
 
 
-def register(name: str, title: str, head_hidden: int, head_dropout: float = 0.0,
+def register(name: str, title: str, family: str, library: str, head_hidden: int,
+             head_dropout: float = 0.0,
              packaged: Callable[[nn.Module], tuple[dict, tuple, tuple]] | None = None):
     """Decorator adding a backbone builder to the registry (like timm's register_model)."""
 
     def add(build: Callable[[bool], Backbone]) -> Callable[[bool], Backbone]:
-        _REGISTRY[name] = Architecture(name, title, build, head_hidden, head_dropout, packaged)
+        _REGISTRY[name] = Architecture(name, title, family, library, build, head_hidden, head_dropout,
+                                       packaged)
         return build
 
     return add
@@ -81,7 +85,7 @@ def get_architecture(name: str) -> Architecture:
 # ----------------------------------------------------------------------------- backbones
 
 
-@register("vanilla_cnn", "VanillaCNN", head_hidden=256)
+@register("vanilla_cnn", "VanillaCNN", "baseline", "own", head_hidden=256)
 def _vanilla_cnn(imagenet: bool) -> Backbone:
     """Three Conv(5x5) -> ReLU -> MaxPool blocks; pooled to 6x6 so any input size works."""
     if imagenet:
@@ -95,7 +99,7 @@ def _vanilla_cnn(imagenet: bool) -> Backbone:
     return Backbone(nn.Sequential(*layers), channels[-1] * 36)
 
 
-@register("alexnet", "AlexNet", head_hidden=1024, head_dropout=0.4)
+@register("alexnet", "AlexNet", "alexnet", "torchvision", head_hidden=1024, head_dropout=0.4)
 def _alexnet(imagenet: bool) -> Backbone:
     """torchvision AlexNet's convolutional features and its adaptive 6x6 pooling."""
     weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1 if imagenet else None
@@ -112,8 +116,8 @@ def _timm_backbone(model_name: str) -> Callable[[bool], Backbone]:
     return build
 
 
-register("resnet34", "ResNet34", head_hidden=256)(_timm_backbone("resnet34"))
-register("efficientnet_b0", "EfficientNetB0", head_hidden=512)(_timm_backbone("efficientnet_b0"))
+register("resnet34", "ResNet34", "resnet", "timm", head_hidden=256)(_timm_backbone("resnet34"))
+register("efficientnet_b0", "EfficientNetB0", "efficientnet", "timm", head_hidden=512)(_timm_backbone("efficientnet_b0"))
 
 
 # Layer names of the efficientnet_pytorch layout -> timm's, per kind of block.
@@ -158,7 +162,8 @@ def _lite0_packaged(backbone: nn.Module) -> tuple[dict[str, torch.Tensor], tuple
     return state, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
-register("efficientnet_lite0", "EfficientNet-Lite0", head_hidden=512, packaged=_lite0_packaged)(
+register("efficientnet_lite0", "EfficientNet-Lite0", "efficientnet", "timm", head_hidden=512,
+         packaged=_lite0_packaged)(
     _timm_backbone("efficientnet_lite0"))
 
 

@@ -36,7 +36,8 @@ def pdf_text(path: Path) -> str:
 
 def table1_rows(text: str) -> list[tuple[str, ...]]:
     start = text.index("Tabla 1.")
-    end = text.index("Figura 8.", start)
+    ends = [text.find(marker, start) for marker in ("Tabla 2.", "Figura ")]
+    end = min(e for e in ends + [len(text)] if e >= 0)
     return ROW.findall(text[start:end])
 
 
@@ -113,13 +114,16 @@ def fake_results(config_path: Path, data_root: Path) -> None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         (run_dir / "history.csv").write_text(
             "epoch,train_loss,val_loss,val_accuracy,val_macro_f1\n1,2.0,2.1,0.2,0.1\n2,1.5,1.8,0.3,0.2\n")
-    for arch in ("vanilla_cnn", "alexnet", "resnet34", "efficientnet_b0"):
+    families = {"vanilla_cnn": ("baseline", "own"), "alexnet": ("alexnet", "torchvision"),
+                "resnet34": ("resnet", "timm"), "efficientnet_b0": ("efficientnet", "timm")}
+    for arch, (family, library) in families.items():
         stages = [{"group": "backbone", "name": "0", "layer": "Conv2d + ReLU", "output_shape": [8, 32, 32],
                    "params": 100},
                   {"group": "head", "name": "head.0", "layer": "Linear", "output_shape": [10], "params": 90}]
         path = cfg.report_dir / "models" / f"{arch}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"schema": 1, "architecture": arch, "title": arch,
+        path.write_text(json.dumps({"schema": 2, "architecture": arch, "title": arch,
+                                    "family": family, "library": library,
                                     "input_shape": [3, 224, 224], "params_total": 190, "stages": stages}))
 
 

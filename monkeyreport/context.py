@@ -29,6 +29,7 @@ from monkeyreport.stats import rank_key
 # the baseline (drawn with the details of the models); their diagrams are numbered in this order.
 SECTION_FAMILIES = ("alexnet", "resnet", "efficientnet")
 FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
+OVERFITTING_RISE = 1.1  # validation loss 10 % above its minimum by the last epoch
 TREND_MIN_ARCHITECTURES = 3  # a parameters-vs-accuracy trend needs at least three points
 
 ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published by the original
@@ -123,7 +124,7 @@ def find_test(tests: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | N
 
 
 def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classes: int,
-             n_leaked: int) -> list[dict[str, Any]]:
+             n_leaked: int, shared_confusions: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """The conclusions as facts: each a `kind` and the rows and numbers it rests on.
 
     A claim is made only where the numbers carry it: "better" only with a significant
@@ -144,6 +145,11 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
                     "tied": [{"row": r, "test": t} for r, t in versus if t and not t["significant"]]})
     out += _freezing(done, tests)
     out += _baseline(done, tests)
+    rising = [o for o in map(_overfitting, done) if o]
+    if rising:
+        out.append({"kind": "overfitting", "runs": rising})
+    if shared_confusions:
+        out.append({"kind": "confusions", "pairs": shared_confusions[:3]})
     out += _parameter_trend(done)
     chance = 1 / num_classes if num_classes else 0.0
     out += [{"kind": "failed_to_learn", "row": r, "chance": chance}
@@ -175,6 +181,20 @@ def _freezing(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[d
             out.append({"kind": "freezing", "title": frozen["label"], "frozen": frozen,
                         "finetuned": tuned, "test": test, "winner": winner})
     return out
+
+
+def _overfitting(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The epoch of lowest validation loss when the loss then rose by a tenth or more by the
+    last epoch: the run went on past its best point (a likely cause of a weaker result)."""
+    history = row["history"]
+    if len(history) < 3:
+        return None
+    best = min(history, key=lambda h: h["val_loss"])
+    last = history[-1]
+    if best is last or last["val_loss"] < OVERFITTING_RISE * best["val_loss"]:
+        return None
+    return {"row": row, "best_epoch": int(best["epoch"]), "last_epoch": int(last["epoch"]),
+            "best_loss": best["val_loss"], "last_loss": last["val_loss"]}
 
 
 def _baseline(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -278,13 +298,13 @@ def architecture_entries(config: Config, rows: list[dict[str, Any]]) -> list[dic
     recorded."""
     report = ReportFiles(config.report_dir)
     archs = []
-    for arch in dict.fromkeys(r["architecture"] for r in rows):
+    for order, arch in enumerate(dict.fromkeys(r["architecture"] for r in rows)):
         members = [r for r in rows if r["architecture"] == arch]
         measured = [r["run"] for r in members if r["run"]]
         frozen = [r["run"] for r in members if r["run"] and r["frozen"]]
         run = measured[0] if measured else None
         summary = results.read_json_if_exists(report.model_summary(arch)) or {}
-        archs.append({"name": arch, "title": summary.get("title", members[0]["label"]),
+        archs.append({"name": arch, "order": order, "title": summary.get("title", members[0]["label"]),
                       "family": summary.get("family", "other"), "library": summary.get("library", ""),
                       "summary": summary or None,
                       "summary_file": report.model_summary(arch).relative_to(report.report_dir).as_posix(),
@@ -399,6 +419,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
     classes = class_entries(eda, species_table(templates_dir))
     architectures = architecture_entries(config, rows)
+    per_class = per_class_view(rows, classes)
     leakage = eda["duplicates"]["n_validation_files_in_cross_split_groups"]
     tests = mcnemar_rows(rows, statistics)
     done = [r for r in rows if r["status"] == "ok"]
@@ -442,15 +463,17 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "architectures": architectures,
         "statistics": statistics,
         "n_val_used": n_val_used,
+        "n_train_used": done[0]["run"].n_train if done else eda["splits"]["training"]["total"],
         "leaked_used": leaked_used,
         # Half-width of a 95 % normal-approximation interval at accuracy 0.95, for the text.
         "typical_margin": 1.96 * math.sqrt(0.95 * 0.05 / max(n_val_used, 1)),
         "mcnemar": tests,
-        "per_class": per_class_view(rows, classes),
+        "per_class": per_class,
         "pending": [r for r in rows if r["status"] == "pending"],
         "failed": [r for r in rows if r["status"] == "failed"],
         "unreadable_results": [r for r in rows if r["status"] == "unreadable"],
-        "findings": findings(rows, tests, len(classes), leaked_used),
+        "findings": findings(rows, tests, len(classes), leaked_used,
+                             per_class["shared"] if per_class else []),
         "figures": figure_entries(config, eda, rows, classes, architectures),
         "versions": done[0]["run"].versions if done else {},
         "fingerprint": eda.get("dataset_fingerprint", ""),

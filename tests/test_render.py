@@ -114,15 +114,16 @@ def fake_results(config_path: Path, data_root: Path) -> None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics))
         (run_dir / "history.csv").write_text(
             "epoch,train_loss,val_loss,val_accuracy,val_macro_f1\n1,2.0,2.1,0.2,0.1\n2,1.5,1.8,0.3,0.2\n")
-    families = {"vanilla_cnn": ("baseline", "own"), "alexnet": ("alexnet", "torchvision"),
-                "resnet34": ("resnet", "timm"), "efficientnet_b0": ("efficientnet", "timm")}
-    for arch, (family, library) in families.items():
+    families = {"vanilla_cnn": ("VanillaCNN", "baseline", "own"),
+                "alexnet": ("AlexNet", "alexnet", "torchvision"), "resnet34": ("ResNet34", "resnet", "timm"),
+                "efficientnet_b0": ("EfficientNetB0", "efficientnet", "timm")}
+    for arch, (title, family, library) in families.items():
         stages = [{"group": "backbone", "name": "0", "layer": "Conv2d + ReLU", "output_shape": [8, 32, 32],
                    "params": 100},
                   {"group": "head", "name": "head.0", "layer": "Linear", "output_shape": [10], "params": 90}]
         path = cfg.report_dir / "models" / f"{arch}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"schema": 2, "architecture": arch, "title": arch,
+        path.write_text(json.dumps({"schema": 2, "architecture": arch, "title": title,
                                     "family": family, "library": library,
                                     "input_shape": [3, 224, 224], "params_total": 190, "stages": stages}))
 
@@ -251,7 +252,7 @@ def finding_row(name, arch, frozen, acc, params=1):
                      params, params, 1, 1.0, "cpu", 0, PreprocessingRecord(1, 1, (0.5,), (0.5,)), {})
     return {"name": name, "label": arch, "architecture": arch, "frozen": frozen, "status": "ok",
             "transfer": arch != "vanilla_cnn", "accuracy": acc, "macro_f1": acc,
-            "best": False, "run": run, "stats": None, "reason": ""}
+            "best": False, "run": run, "stats": None, "reason": "", "history": []}
 
 
 def mcnemar_test(a, b, p):
@@ -341,3 +342,52 @@ def test_every_word_of_the_report_comes_from_the_templates(project, tmp_path):
     text = re.sub(r"<[^>]+>", " ", html)
     spanish = sorted({m.group(0) for m in SPANISH.finditer(text)})
     assert not spanish, [text[max(0, m.start() - 40):m.end() + 40] for m in SPANISH.finditer(text)][:5]
+
+
+def test_overfitting_is_found_where_validation_loss_rises_after_its_minimum():
+    from monkeyreport.context import findings
+
+    rows = [finding_row("v", "vanilla_cnn", False, 0.5), finding_row("e", "lite0", False, 0.9)]
+    rows[1]["best"] = True
+    rows[0]["history"] = [{"epoch": e, "val_loss": v} for e, v in enumerate([2.0, 1.5, 1.4, 1.3], 1)]
+    rows[1]["history"] = [{"epoch": e, "val_loss": v} for e, v in enumerate([1.0, 0.8, 0.9, 1.1], 1)]
+    (found,) = [f for f in findings(rows, [], 10, 0) if f["kind"] == "overfitting"]
+    assert [(o["row"]["name"], o["best_epoch"], o["last_epoch"]) for o in found["runs"]] == [("e", 2, 4)]
+    assert "mínimo en la época 2, de 0,800 a 1,100 en la época 4" in word([found])
+
+
+def section_text(html: str, heading: str) -> str:
+    """The text of the <section> whose <h2> is `heading`."""
+    match = re.search(rf"<section[^>]*>\s*<h2>{heading}</h2>(.*?)</section>", html, re.S)
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", match.group(1)))
+
+
+def test_text_names_exactly_the_architectures_of_the_run(project, tmp_path):
+    p = copy_project(project, tmp_path)
+    text = p["config"].read_text()
+    blocks = text.split("[[experiments]]")
+    kept = [b for b in blocks[1:] if 'architecture = "vanilla_cnn"' in b or 'architecture = "alexnet"' in b]
+    p["config"].write_text(blocks[0] + "".join("[[experiments]]" + b for b in kept))
+    result = runner.invoke(app, ["render", "--config", str(p["config"]), "--format", "html"])
+    assert result.exit_code == 0, result.output
+    html = (p["report"] / "report.html").read_text()
+    intro = section_text(html, "Introducción")
+    assert "Se comparan VanillaCNN y AlexNet" in intro and "torchvision" in intro
+    assert "ResNet" not in intro and "EfficientNet" not in intro and "timm" not in intro
+    cnn = section_text(html, "Redes Convolucionales")
+    assert "no se entrenó ninguna ResNet" in cnn and "no se entrenó ninguna EfficientNet" in cnn
+    assert "Este trabajo usa la variante de torchvision" in cnn
+    assert "arch_alexnet.png" in html and "arch_vanilla_cnn.png" in html and "arch_resnet34.png" not in html
+
+
+def test_every_figure_and_table_is_cited_in_the_text(project):
+    html = (project["report"] / "report.html").read_text()
+    body = re.sub(r"<figcaption>.*?</figcaption>|<caption>.*?</caption>", " ", html, flags=re.S)
+    body = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
+    cited = {(kind, int(n)) for kind, numbers in re.findall(r"\b(Figura|Tabla|Cuadro)s? ((?:\d+(?:, | y )?)+)", body)
+             for n in re.findall(r"\d+", numbers)}
+    shown = {(kind, int(n)) for kind, n in re.findall(r'<span class="label">(Figura|Tabla|Cuadro) (\d+)\.</span>', html)}
+    assert ("Figura", 12) in shown and ("Tabla", 3) in shown and ("Cuadro", 2) in shown
+    assert shown - cited == set()
+    figure_numbers = sorted(n for kind, n in shown if kind == "Figura")
+    assert figure_numbers == list(range(1, len(figure_numbers) + 1))

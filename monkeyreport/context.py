@@ -152,8 +152,9 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
         out.append({"kind": "confusions", "pairs": shared_confusions[:3]})
     out += _parameter_trend(done)
     chance = 1 / num_classes if num_classes else 0.0
-    out += [{"kind": "failed_to_learn", "row": r, "chance": chance}
-            for r in done if r["accuracy"] < FAILED_TO_LEARN_FACTOR * chance]
+    near_chance = [r for r in done if r["accuracy"] < FAILED_TO_LEARN_FACTOR * chance]
+    if near_chance:
+        out.append({"kind": "failed_to_learn", "rows": near_chance, "chance": chance})
     out += [{"kind": r["status"], "row": r} for r in rows if r["status"] in ("failed", "pending", "unreadable")]
     changes = [{"row": r, "delta": r["stats"]["leak_free"]["accuracy"]["value"] - r["accuracy"]}
                for r in done if r["stats"] and r["stats"]["leak_free"]["accuracy"]["n"]]

@@ -212,6 +212,7 @@ def comparisons(runs: dict[str, RunMetrics], predictions: dict[str, Predictions]
 
 def _inputs_digest(config: Config) -> str:
     h = hashlib.sha256(f"{STATS_SCHEMA}:{N_RESAMPLES}:{CONFIDENCE}:{config.seed}".encode())
+    h.update(Path(__file__).read_bytes())  # a change to these statistics recomputes them
     for path in [ReportFiles(config.report_dir).eda] + [
             p for e in config.experiments for p in (RunFiles.of(config.runs_dir, e.name).metrics,
                                                      RunFiles.of(config.runs_dir, e.name).predictions)]:

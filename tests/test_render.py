@@ -286,7 +286,7 @@ def test_conclusions_follow_the_numbers_and_their_significance():
     assert "estadísticamente significativa (p &lt; 0,05) frente a vanilla_cnn y AlexNet (fine-tuning)" in text
     assert "congelar el backbone dio un resultado significativamente mejor" in text
     assert "AlexNet (fine-tuning) no aprendió" in text
-    assert "1 de los 2 modelos" in text and "de −35,0 a +48,0 puntos" in text
+    assert "Uno de los dos modelos con transfer learning la superó" in text and "de −35,0 a +48,0 puntos" in text
 
     # Not significant: no model is called better, and the text says so.
     tied = [mcnemar_test("af", "v", 0.2), mcnemar_test("af", "at", 0.06)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from enum import Enum
@@ -31,6 +32,8 @@ OutOpt = Annotated[Optional[Path], typer.Option("--out", help="Report output fol
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the work even if nothing changed.")]
 OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Run only this experiment (repeatable).")]
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override training.epochs.")]
+NoWaitOpt = Annotated[bool, typer.Option(
+    "--no-wait", help="Stop instead of waiting when another build or train uses the same runs folder.")]
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -141,11 +144,18 @@ def models(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 @app.command()
 @user_errors
 def train(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, only: OnlyOpt = None,
-          epochs: EpochsOpt = None, force: ForceOpt = False) -> None:
+          epochs: EpochsOpt = None, force: ForceOpt = False, no_wait: NoWaitOpt = False) -> None:
     """Train the configured experiments and write runs/<experiment>/ results."""
-    from monkeyreport.training import ExperimentFailure, train_all
+    from monkeyreport.training import ExperimentFailure, is_global_zero, select_experiments, train_all
 
-    outcomes = train_all(_config(config, data_dir, epochs=epochs), only=only, force=force)
+    cfg = _config(config, data_dir, epochs=epochs)
+    select_experiments(cfg, only)  # a config error stops here, before anything is written
+    with _one_at_a_time(cfg, no_wait):
+        outcomes = train_all(cfg, only=only, force=force)
+    if not is_global_zero():
+        # Another process of a multi-process run (training.py): rank 0 reports. Exit 0, as
+        # Lightning kills every process when one exits with another code.
+        return
     for outcome in outcomes:
         typer.echo(outcome.summary())
     failed = [o for o in outcomes if isinstance(o, ExperimentFailure)]
@@ -178,6 +188,17 @@ def render(config: ConfigOpt = DEFAULT_CONFIG, out: OutOpt = None, format: Forma
     _exit_on_unreadable(outcome.problems)
 
 
+def _one_at_a_time(config: Config, no_wait: bool) -> contextlib.AbstractContextManager:
+    """The runs folder's lock (lock.py), taken by the main process only: the other processes
+    of a multi-process run are its helpers, and it waits for them inside training."""
+    from monkeyreport.build import is_main_process
+    from monkeyreport.lock import exclusive
+
+    if not is_main_process():
+        return contextlib.nullcontext()
+    return exclusive(config.runs_dir, wait=not no_wait, echo=typer.echo)
+
+
 def _exit_on_unreadable(problems: list[str]) -> None:
     """The report was written with those rows marked; the command still fails, naming the files."""
     for problem in problems:
@@ -189,13 +210,16 @@ def _exit_on_unreadable(problems: list[str]) -> None:
 @app.command()
 @user_errors
 def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: OutOpt = None,
-          force: ForceOpt = False, templates: TemplatesOpt = None) -> None:
+          force: ForceOpt = False, templates: TemplatesOpt = None, no_wait: NoWaitOpt = False) -> None:
     """Run eda, training, model summaries and rendering; skip each stage that is unchanged."""
     from monkeyreport.build import build as run_build
 
     start = time.perf_counter()
-    outcome = run_build(_config(config, data_dir, out), force=force, templates_dir=templates,
-                        echo=typer.echo)
+    cfg = _config(config, data_dir, out)
+    with _one_at_a_time(cfg, no_wait):
+        outcome = run_build(cfg, force=force, templates_dir=templates, echo=typer.echo)
+    if outcome.helper:
+        return  # it trained beside rank 0, which reports; exit 0 (see `train`)
     typer.echo(f"build finished in {time.perf_counter() - start:.1f} s")
     if outcome.failed:
         typer.echo(f"error: {len(outcome.failed)} experiment(s) failed: {', '.join(outcome.failed)}",

@@ -7,6 +7,9 @@ Preprocessing is split in two. Resize and centre crop are deterministic, so they
 per image into a uint8 cache (a memory-mapped file under the runs folder); conversion to
 float and normalisation run on the batch, on the training device, so one cache serves
 every backbone whatever its normalisation statistics.
+
+Every batch is (inputs, labels, sample indices): the indices let training put together what
+several processes predicted (see `make_loader` and training.py).
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler, SequentialSampler, TensorDataset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from torchvision.transforms import v2
 
 from monkeyreport import results
@@ -27,6 +31,9 @@ from monkeyreport.config import stable_hash
 from monkeyreport.data import DatasetLayout, ImageRecord, load_rgb
 
 CACHE_SCHEMA = 1
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # inputs, labels, sample indices
+Order = Literal["shuffled", "each_once", "padded"]
 
 
 @dataclass(frozen=True)
@@ -68,9 +75,9 @@ class DecodedImages(Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         sample = self.samples[index]
-        return self.transform(load_rgb(sample.path, self.resize, self.max_pixels)), sample.label
+        return self.transform(load_rgb(sample.path, self.resize, self.max_pixels)), sample.label, index
 
 
 class CachedImages(Dataset):
@@ -83,75 +90,97 @@ class CachedImages(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(np.array(self.images[index])), self.labels[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        return torch.from_numpy(np.array(self.images[index])), self.labels[index], index
 
 
-def image_cache(samples: list[Sample], preprocessing: Preprocessing, cache_dir: Path,
-                dataset_fingerprint: str, max_pixels: int, num_workers: int) -> np.ndarray:
-    """The crops of `samples` as a read-only (N, 3, crop, crop) uint8 memmap, built if needed.
+def image_cache_path(samples: list[Sample], preprocessing: Preprocessing, cache_dir: Path,
+                     dataset_fingerprint: str, max_pixels: int) -> Path:
+    """Where the crops of `samples` are cached.
 
     The file name is a hash of the dataset fingerprint, the crop settings and the sample
     list, so a changed image or setting gives a new cache and an unchanged one is reused.
     """
     key = stable_hash(CACHE_SCHEMA, dataset_fingerprint, preprocessing.resize, preprocessing.crop,
                       max_pixels, [s.relpath for s in samples])
-    path = cache_dir / f"images-{key}.u8"
-    shape = (len(samples), 3, preprocessing.crop, preprocessing.crop)
-    if not path.is_file() or path.stat().st_size != int(np.prod(shape)):
-        _build_image_cache(path, shape, samples, preprocessing, max_pixels, num_workers)
-    return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+    return cache_dir / f"images-{key}.u8"
 
 
-def _build_image_cache(path: Path, shape: tuple[int, ...], samples: list[Sample],
-                       preprocessing: Preprocessing, max_pixels: int, num_workers: int) -> None:
-    loader = make_loader(DecodedImages(samples, preprocessing, max_pixels), 64, shuffle=False, seed=0,
+def build_image_cache(path: Path, samples: list[Sample], preprocessing: Preprocessing,
+                      max_pixels: int, num_workers: int) -> None:
+    """Decode the crops of `samples` into `path`, unless a complete cache is there."""
+    shape = _cache_shape(samples, preprocessing)
+    if path.is_file() and path.stat().st_size == int(np.prod(shape)):
+        return
+    loader = make_loader(DecodedImages(samples, preprocessing, max_pixels), 64, "each_once", seed=0,
                          num_workers=num_workers)
     with results.atomic_path(path) as tmp:
         images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-        start = 0
-        for batch, _ in loader:
-            images[start:start + len(batch)] = batch.numpy()
-            start += len(batch)
+        for batch, _, index in loader:
+            images[index.numpy()] = batch.numpy()
         images.flush()
         del images
     results.write_json(path.with_suffix(".json"), {"shape": list(shape),
                                                    "files": [s.relpath for s in samples]})
 
 
-class EpochShuffle(Sampler[int]):
-    """A permutation that depends only on (seed, epoch), like DistributedSampler's.
+def open_image_cache(path: Path, samples: list[Sample], preprocessing: Preprocessing) -> np.ndarray:
+    """The cached crops as a read-only (N, 3, crop, crop) uint8 memmap."""
+    return np.memmap(path, dtype=np.uint8, mode="r", shape=_cache_shape(samples, preprocessing))
 
-    Lightning calls `set_epoch` before every training epoch, so the order of epoch k is
-    the same whether the run decodes in worker processes, reads a cache, or resumed from
-    a checkpoint, and however often a loader is iterated.
+
+def image_cache(samples: list[Sample], preprocessing: Preprocessing, cache_dir: Path,
+                dataset_fingerprint: str, max_pixels: int, num_workers: int) -> np.ndarray:
+    """The crops of `samples`, cached first if needed, in one process (MonkeyDataModule splits
+    the two steps between Lightning's `prepare_data` and `setup`)."""
+    path = image_cache_path(samples, preprocessing, cache_dir, dataset_fingerprint, max_pixels)
+    build_image_cache(path, samples, preprocessing, max_pixels, num_workers)
+    return open_image_cache(path, samples, preprocessing)
+
+
+def _cache_shape(samples: list[Sample], preprocessing: Preprocessing) -> tuple[int, int, int, int]:
+    return len(samples), 3, preprocessing.crop, preprocessing.crop
+
+
+def make_loader(dataset: Dataset, batch_size: int, order: Order, seed: int, num_workers: int = 0,
+                num_replicas: int = 1, rank: int = 0) -> DataLoader:
+    """A DataLoader over this process's share (`rank` of `num_replicas`) of `dataset`.
+
+    Its randomness is its own: the order comes from the sampler and worker seeds from a
+    private generator, so the global RNG (weight initialisation, dropout) is untouched by
+    data loading. The samplers are DistributedSamplers, so Lightning keeps them as they are
+    instead of injecting its own. `order`:
+
+    - "shuffled" (training): a permutation that depends only on (seed, epoch), since Lightning
+      calls `set_epoch` before every epoch; so the order of epoch k is the same whether the
+      run decodes in worker processes, reads a cache or resumed from a checkpoint. Each share
+      is padded by repeating samples to the same length: DDP needs the same number of steps
+      in every process.
+    - "each_once" (validation): in order, each sample in exactly one process (Lightning's
+      UnrepeatedDistributedSampler); shares may differ by one sample, which validation under
+      DDP tolerates: metrics reduce over processes once per epoch, and DDP broadcasts buffers
+      only in the first forward pass after training. (A strategy that needs every process in
+      every forward pass, such as FSDP, would need "padded" and deduplication here.)
+    - "padded" (prediction): in order, padded like "shuffled" so that every process runs the
+      same number of steps, which predict_step's all-gather needs; the repeated samples are
+      dropped by sample index after gathering.
+
+    With one process all three are the plain order (a seeded permutation for "shuffled").
     """
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size = size
-        self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
-
-
-def make_loader(dataset: Dataset, batch_size: int, shuffle: bool, seed: int,
-                num_workers: int = 0) -> DataLoader:
-    """A DataLoader whose randomness is its own: the order comes from `EpochShuffle` and
-    worker seeds from a private generator, so the global RNG (weight initialisation,
-    dropout) is untouched by data loading."""
-    sampler = EpochShuffle(len(dataset), seed) if shuffle else SequentialSampler(dataset)
+    sampler: DistributedSampler
+    if order == "each_once":
+        sampler = UnrepeatedDistributedSampler(dataset, num_replicas, rank, shuffle=False)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas, rank, shuffle=order == "shuffled", seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available(),
                       generator=torch.Generator().manual_seed(seed + 1))
+
+
+def process_share(trainer: L.Trainer | None) -> dict[str, int]:
+    """`num_replicas` and `rank` for `make_loader`, as the running Trainer splits the data
+    between processes; empty (one process) without a Trainer or with a single-device one."""
+    return (trainer.distributed_sampler_kwargs if trainer is not None else None) or {}
 
 
 def select_samples(layout: DatasetLayout, records: list[ImageRecord], split: str,
@@ -171,13 +200,16 @@ def select_samples(layout: DatasetLayout, records: list[ImageRecord], split: str
 class MonkeyDataModule(L.LightningDataModule):
     """Training and validation loaders; batches arrive as uint8 and are normalised on device.
 
-    With `cache_dir`, images are decoded once into the image cache at setup; without it
-    (the plain path), every epoch decodes every JPEG again.
+    With `cache_dir`, images are decoded once into the image cache: in `prepare_data`, which
+    Lightning runs in one process per node while the others wait, and `setup` (every process)
+    only opens it. Without it (the plain path), every epoch decodes every JPEG again.
+    `predict_splits` are the splits `predict_dataloader` serves, in that order.
     """
 
     def __init__(self, train: list[Sample], val: list[Sample], preprocessing: Preprocessing,
                  batch_size: int, num_workers: int, max_pixels: int,
-                 cache_dir: Path | None = None, dataset_fingerprint: str = "", seed: int = 0) -> None:
+                 cache_dir: Path | None = None, dataset_fingerprint: str = "", seed: int = 0,
+                 predict_splits: tuple[str, ...] = ("val",)) -> None:
         super().__init__()
         self.seed = seed
         self.train_samples = train
@@ -188,48 +220,60 @@ class MonkeyDataModule(L.LightningDataModule):
         self.max_pixels = max_pixels
         self.cache_dir = cache_dir
         self.dataset_fingerprint = dataset_fingerprint
+        self.predict_splits = predict_splits
         self._datasets: dict[str, Dataset] = {}
+
+    def _splits(self) -> dict[str, list[Sample]]:
+        return {"train": self.train_samples, "val": self.val_samples}
+
+    def _cache_path(self, samples: list[Sample]) -> Path:
+        assert self.cache_dir is not None
+        return image_cache_path(samples, self.preprocessing, self.cache_dir, self.dataset_fingerprint,
+                                self.max_pixels)
+
+    def prepare_data(self) -> None:
+        if self.cache_dir is None:
+            return
+        for samples in self._splits().values():
+            build_image_cache(self._cache_path(samples), samples, self.preprocessing, self.max_pixels,
+                              self.num_workers)
 
     def setup(self, stage: str | None = None) -> None:
         if self._datasets:
             return
-        for split, samples in (("train", self.train_samples), ("val", self.val_samples)):
+        for split, samples in self._splits().items():
             if self.cache_dir is None:
                 self._datasets[split] = DecodedImages(samples, self.preprocessing, self.max_pixels)
             else:
-                cached = image_cache(samples, self.preprocessing, self.cache_dir,
-                                     self.dataset_fingerprint, self.max_pixels, self.num_workers)
+                cached = open_image_cache(self._cache_path(samples), samples, self.preprocessing)
                 self._datasets[split] = CachedImages(cached, samples)
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        self.setup()
+    def _loader(self, split: str, order: Order) -> DataLoader:
         # Reading the cache costs next to nothing: worker processes would only add overhead.
         workers = self.num_workers if self.cache_dir is None else 0
-        return make_loader(self._datasets[split], self.batch_size, shuffle, self.seed, workers)
+        return make_loader(self._datasets[split], self.batch_size, order, self.seed, workers,
+                           **process_share(self.trainer))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return self._loader("train", "shuffled")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val", "each_once")
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def predict_dataloader(self) -> list[DataLoader]:
+        return [self._loader(split, "padded") for split in self.predict_splits]
 
-    def unshuffled_train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=False)
-
-    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
-                                dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch
-        return self.preprocessing.normalize(x), y
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        x, y, index = batch
+        return self.preprocessing.normalize(x), y, index
 
 
 class FeatureDataModule(L.LightningDataModule):
     """Cached backbone features of a frozen experiment, batched like the images they replace.
 
     Loaders are built by `make_loader` like MonkeyDataModule's, so with the same seed the
-    head sees the same batches in the same order as on the full network.
+    head sees the same batches in the same order as on the full network. Each dataset
+    holds (features, labels, sample indices).
     """
 
     def __init__(self, train: TensorDataset, val: TensorDataset, batch_size: int, seed: int) -> None:
@@ -239,11 +283,14 @@ class FeatureDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
 
+    def _loader(self, dataset: TensorDataset, order: Order) -> DataLoader:
+        return make_loader(dataset, self.batch_size, order, self.seed, **process_share(self.trainer))
+
     def train_dataloader(self) -> DataLoader:
-        return make_loader(self.train, self.batch_size, shuffle=True, seed=self.seed)
+        return self._loader(self.train, "shuffled")
 
     def val_dataloader(self) -> DataLoader:
-        return make_loader(self.val, self.batch_size, shuffle=False, seed=self.seed)
+        return self._loader(self.val, "each_once")
 
     def predict_dataloader(self) -> DataLoader:
-        return self.val_dataloader()
+        return self._loader(self.val, "padded")

@@ -25,7 +25,9 @@ from monkeyreport.errors import MonkeyReportError
 
 # Version of runs/<experiment>/ results. Bump it when a code change alters what training
 # produces for the same config: finished results of an older version are then retrained.
-RESULTS_SCHEMA = 2  # 2: data order per epoch from EpochShuffle
+RESULTS_SCHEMA = 2  # 2: data order per epoch from (seed, epoch) alone
+# Version of report/models/<architecture>.json; an older summary is written again.
+SUMMARY_SCHEMA = 2  # 2: family and library of the architecture
 
 
 def _read_umask() -> int:
@@ -230,7 +232,8 @@ class RunMetrics:
     schema: int = RESULTS_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """As plain JSON values (lists, not tuples): equal to what `read` gives back."""
+        return json.loads(json.dumps(asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: Path) -> "RunMetrics":

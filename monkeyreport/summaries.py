@@ -1,4 +1,4 @@
-"""Architecture summaries for Figuras 2-4: report/models/<architecture>.json.
+"""Architecture summaries for the diagrams of the report: report/models/<architecture>.json.
 
 Each summary comes from the instantiated model (random weights: shapes do not depend on
 them): one forward pass of a 1x3x224x224 dummy input with hooks on the top-level stages
@@ -19,7 +19,6 @@ from monkeyreport import results
 from monkeyreport.config import Config
 from monkeyreport.models import count_parameters, create, get_architecture
 
-SUMMARY_SCHEMA = 1
 INPUT_SHAPE = (1, 3, 224, 224)
 # Layers folded into the stage before them, so a diagram shows "Conv2d + ReLU" as one box.
 _FOLDED = (nn.ReLU, nn.SiLU, nn.GELU, nn.BatchNorm2d, nn.Dropout, nn.Identity)
@@ -32,20 +31,13 @@ class SummaryOutcome:
     skipped: bool
 
 
-def summary_path(report_dir: Path, architecture: str) -> Path:
-    return report_dir / "models" / f"{architecture}.json"
-
-
-def write_summaries(config: Config, force: bool = False,
-                    extra: list[str] | None = None) -> list[SummaryOutcome]:
-    """One summary per configured architecture (and per `extra` one); an existing file is
-    kept unless `force`."""
+def write_summaries(config: Config, force: bool = False) -> list[SummaryOutcome]:
+    """One summary per configured architecture; an existing current one is kept unless `force`."""
     outcomes = []
-    names = [e.architecture for e in config.experiments] + list(extra or [])
-    for architecture in dict.fromkeys(names):
-        path = summary_path(config.report_dir, architecture)
+    for architecture in dict.fromkeys(e.architecture for e in config.experiments):
+        path = results.ReportFiles(config.report_dir).model_summary(architecture)
         previous = results.read_json_if_exists(path)
-        if not force and previous and previous.get("schema") == SUMMARY_SCHEMA:
+        if not force and previous and previous.get("schema") == results.SUMMARY_SCHEMA:
             outcomes.append(SummaryOutcome(architecture, path, True))
             continue
         results.write_json(path, summarize_architecture(architecture))
@@ -105,5 +97,5 @@ def summarize_architecture(architecture: str, num_classes: int = 10) -> dict[str
         rows.append({"group": group, "name": name, "layer": kind, "output_shape": shapes[i],
                      "params": params})
     total, _ = count_parameters(model)
-    return {"schema": SUMMARY_SCHEMA, "architecture": architecture, "title": arch.title,
-            "input_shape": list(INPUT_SHAPE[1:]), "params_total": total, "stages": rows}
+    return {"schema": results.SUMMARY_SCHEMA, "architecture": architecture, "title": arch.title,
+            "family": arch.family, "library": arch.library, "input_shape": list(INPUT_SHAPE[1:]), "params_total": total, "stages": rows}

@@ -2,8 +2,22 @@
 
 `run_experiment` leaves the results contract in `runs/<experiment>/`:
 metrics.json (written last: its presence means the run finished), history.csv,
-predictions.csv and checkpoints/last.ckpt. A run whose config hash and dataset fingerprint
-match a finished one is skipped; an unfinished one resumes from its last checkpoint.
+predictions.csv and checkpoints/last.ckpt. A run whose identity (config hash, dataset
+fingerprint, world size) matches a finished one is skipped; an unfinished one resumes from
+its last checkpoint.
+
+Several processes ([trainer] devices × num_nodes > 1, e.g. strategy "ddp"): Lightning starts
+the others by running the same command line again, and every Trainer.fit/predict is a
+collective that all processes enter in the same order. So:
+- Lockstep: `train_all` plans every experiment (skip, resume, fresh start) before its first
+  fit/predict. A process Lightning starts plans while rank 0 waits in that call, so both read
+  the same files: rank 0 writes an experiment's results only after the collectives of its
+  training, and its only earlier writes (a fresh start's clean-up) leave the plan as it was.
+- Results: each process loads its share of the data (datamodule.make_loader); batches carry
+  sample indices; predict_step all-gathers and `_in_sample_order` keeps each image once, so
+  metrics.json, predictions.csv and the frozen-feature pass cover every image exactly once.
+- Writes: only global rank 0 writes (`rank_zero_only`); the image cache is built in
+  `prepare_data`. In the other processes `build` only trains and the CLI reports nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +40,7 @@ import torch
 import torchmetrics
 import torchvision
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import TensorDataset
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -36,11 +51,13 @@ from torchmetrics.functional.classification import (
 )
 
 from monkeyreport import results
-from monkeyreport.results import RESULTS_SCHEMA
+from monkeyreport.results import (HISTORY_COLUMNS, RESULTS_SCHEMA, HeadRecord, PreprocessingRecord, RunFiles,
+                                  RunMetrics)
 from monkeyreport.config import Config, ExperimentConfig, resolve_data_root, stable_hash
 from monkeyreport.data import DatasetLayout, ImageRecord, list_files, locate, scan
 from monkeyreport.data import fingerprint as fingerprint_dataset
 from monkeyreport.datamodule import (
+    Batch,
     FeatureDataModule,
     MonkeyDataModule,
     Preprocessing,
@@ -50,13 +67,12 @@ from monkeyreport.datamodule import (
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.models import count_parameters, create, get_architecture, list_architectures
 
-RESULT_FILES = ("metrics.json", "history.csv", "predictions.csv")
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
 
 # A frozen backbone is in eval mode on purpose; Lightning warns about that at every fit.
 warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-# Lightning's own use of a torch API deprecated in recent torch releases; nothing to act on.
+# Lightning's own use of torch APIs deprecated in recent torch releases; nothing to act on.
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
 # Lightning advertises a cloud logger at every Trainer; this toolkit logs to CSV on disk.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda record: "litlogger" not in record.getMessage())
@@ -67,7 +83,12 @@ class Interrupted(MonkeyReportError):
 
 
 class LitClassifier(L.LightningModule):
-    """Cross-entropy training with Adam; validation accuracy and macro F1 per epoch."""
+    """Cross-entropy training with Adam; validation accuracy and macro F1 per epoch.
+
+    With several processes, each validates its own share of the images, each image in exactly
+    one process (the "each_once" loader), and the metrics reduce their states over all
+    processes when computed: history.csv counts every validation image once.
+    """
 
     def __init__(self, model: nn.Module, num_classes: int, learning_rate: float) -> None:
         super().__init__()
@@ -87,15 +108,15 @@ class LitClassifier(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        x, y, _ = batch
         loss = self.loss(self(x), y)
         self.train_loss.update(loss.detach(), weight=len(y))
         self.log("train_loss", loss, prog_bar=True)
         return loss
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        x, y, _ = batch
         logits = self(x)
         self.val_loss.update(self.loss(logits, y), weight=len(y))
         self.val_accuracy.update(logits, y)
@@ -114,11 +135,14 @@ class LitClassifier(L.LightningModule):
             metric.reset()
         if not self.trainer.sanity_checking:
             self.history.append(row)
-        self.log_dict({"val_accuracy": row["val_accuracy"], "val_f1": row["val_macro_f1"]}, prog_bar=True)
+        # Already reduced over all processes; sync_dist only tells Lightning so.
+        self.log_dict({"val_accuracy": row["val_accuracy"], "val_f1": row["val_macro_f1"]}, prog_bar=True,
+                      sync_dist=True)
 
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch
-        return torch.softmax(self(x).float(), dim=1), y
+    def predict_step(self, batch: Batch, batch_idx: int) -> Batch:
+        """Softmax probabilities, labels and sample indices of this batch in every process."""
+        x, y, index = batch
+        return self.all_gather((torch.softmax(self(x).float(), dim=1), y, index))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.learning_rate)
@@ -144,36 +168,53 @@ class ExperimentResult:
                 f"({state}) -> {self.run_dir}")
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What to do with one experiment, decided from the files on disk before training starts."""
+
+    identity: dict[str, Any]  # what identifies its results: recorded in metrics.json
+    started: dict[str, Any]  # identity and what the checkpoint holds: recorded in run.json
+    finished: bool  # reuse metrics.json
+    resume: bool  # continue from checkpoints/last.ckpt
+
+
 def experiment_hash(config: Config, experiment: ExperimentConfig) -> str:
-    """Everything that changes an experiment's numbers (not where or how fast it runs)."""
+    """Everything in the config that changes an experiment's numbers (not where or how fast
+    it runs; the number of processes, which does, is in the identity beside it)."""
     t = config.training
     return stable_hash(RESULTS_SCHEMA, experiment, config.seed, t.epochs, t.batch_size,
                        t.learning_rate, t.resize, t.crop, t.max_images_per_class,
                        config.trainer.precision)
 
 
+def plan_experiment(config: Config, experiment: ExperimentConfig, dataset_fingerprint: str,
+                    world_size: int, force: bool = False) -> Plan:
+    """The plan for `experiment`, from the files in its run folder."""
+    files = RunFiles.of(config.runs_dir, experiment.name)
+    identity = {"config_hash": experiment_hash(config, experiment),
+                "dataset_fingerprint": dataset_fingerprint, "world_size": world_size}
+    # The checkpoint of a run on cached features holds the head alone.
+    started = identity | {"trains_on_features": experiment.frozen and config.training.feature_cache}
+    finished = not force and _matches(results.read_json_if_exists(files.metrics), identity)
+    resume = (not force and not finished and files.checkpoint.is_file()
+              and results.read_json_if_exists(files.started) == started)
+    return Plan(identity, started, finished, resume)
+
+
 def run_experiment(config: Config, experiment: ExperimentConfig, layout: DatasetLayout,
                    records: list[ImageRecord], dataset_fingerprint: str,
-                   force: bool = False) -> ExperimentResult:
-    """Train and evaluate one experiment, or reuse its finished results."""
-    run_dir = config.runs_dir / experiment.name
+                   force: bool = False, plan: Plan | None = None) -> ExperimentResult:
+    """Train and evaluate one experiment, or reuse its finished results. `plan` defaults to
+    one made now (`train_all` makes all of them first: see the module docstring)."""
+    plan = plan or plan_experiment(config, experiment, dataset_fingerprint,
+                                   resolve_world_size(config), force)
+    files = RunFiles.of(config.runs_dir, experiment.name)
+    if plan.finished:
+        return ExperimentResult(experiment.name, files.run_dir, True, results.read_json(files.metrics))
+    _prepare_run_dir(files, plan)
+
     t = config.training
     on_features = experiment.frozen and t.feature_cache
-    identity = {"config_hash": experiment_hash(config, experiment),
-                "dataset_fingerprint": dataset_fingerprint}
-    if not force and is_finished(config, experiment, dataset_fingerprint):
-        return ExperimentResult(experiment.name, run_dir, True, results.read_json(run_dir / "metrics.json"))
-    (run_dir / "failed.json").unlink(missing_ok=True)
-
-    checkpoint = run_dir / "checkpoints" / "last.ckpt"
-    started = identity | {"trains_on_features": on_features}  # the checkpoint holds the head alone then
-    resume = not force and checkpoint.is_file() and results.read_json_if_exists(run_dir / "run.json") == started
-    if not resume:  # a fresh start: no result of an earlier run may sit beside the new ones
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        for name in RESULT_FILES:
-            (run_dir / name).unlink(missing_ok=True)
-        results.write_json(run_dir / "run.json", started)
-
     L.seed_everything(config.seed, workers=True, verbose=False)
     created = create(experiment.architecture, len(layout.classes), experiment.pretrained, experiment.frozen)
     preprocessing = Preprocessing(t.resize, t.crop, created.mean, created.std)
@@ -183,6 +224,7 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
         preprocessing, t.batch_size, t.num_workers, config.data.max_image_pixels,
         cache_dir=config.runs_dir / "cache" if t.image_cache else None,
         dataset_fingerprint=dataset_fingerprint, seed=config.seed,
+        predict_splits=("train", "val") if on_features else ("val",),
     )
     start = time.perf_counter()
     if on_features:
@@ -191,40 +233,47 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
     else:
         datamodule = images
         module = LitClassifier(created.model, len(layout.classes), t.learning_rate)
-    trainer = _trainer(config, run_dir)
-    _fit(trainer, module, datamodule, checkpoint if resume else None, experiment.name)
+    trainer = _trainer(config, files)
+    _fit(trainer, module, datamodule, files.checkpoint if plan.resume else None, experiment.name)
     train_seconds = time.perf_counter() - start
 
-    probabilities, targets = _predict(trainer, module, datamodule)
-    metrics = _metrics(config, experiment, layout, created, module, identity, probabilities, targets,
-                       train_seconds, str(trainer.strategy.root_device), images, resume)
-    _write_history(run_dir / "history.csv", module.history)
-    _write_predictions(run_dir / "predictions.csv", images.val_samples, layout.class_codes, probabilities)
-    results.write_json(run_dir / "metrics.json", metrics)
-    return ExperimentResult(experiment.name, run_dir, False, metrics)
+    probabilities, targets = _in_sample_order(trainer.predict(module, datamodule=datamodule),
+                                              len(images.val_samples))
+    metrics = _metrics(config, experiment, layout, created, module, plan.identity, probabilities, targets,
+                       train_seconds, str(trainer.strategy.root_device), images, plan.resume)
+    _write_results(files, module.history, images.val_samples, layout.class_codes, probabilities, metrics)
+    return ExperimentResult(experiment.name, files.run_dir, False, metrics.to_dict())
+
+
+@rank_zero_only
+def _prepare_run_dir(files: RunFiles, plan: Plan) -> None:
+    """Forget an earlier failure; on a fresh start also the checkpoint and results of an
+    earlier run (none may sit beside the new ones), and record what this run starts from."""
+    files.failed.unlink(missing_ok=True)
+    if plan.resume:
+        return
+    shutil.rmtree(files.checkpoint.parent, ignore_errors=True)
+    for path in files.results:
+        path.unlink(missing_ok=True)
+    results.write_json(files.started, plan.started)
 
 
 class FeatureExtractor(L.LightningModule):
     """Runs a frozen backbone over normalised images; used once per frozen experiment."""
 
-    def __init__(self, backbone: nn.Module, preprocessing: Preprocessing) -> None:
+    def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
-        self.preprocessing = preprocessing
 
-    def on_after_batch_transfer(self, batch: tuple[torch.Tensor, torch.Tensor],
-                                dataloader_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch
-        return self.preprocessing.normalize(x), y
-
-    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int,
-                     dataloader_idx: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = batch
-        return self.backbone(x).float(), y
+    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Batch:
+        """Features, labels and sample indices of this batch in every process."""
+        x, y, index = batch
+        return self.all_gather((self.backbone(x).float(), y, index))
 
 
 def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule) -> FeatureDataModule:
-    """One eval-mode pass of the frozen backbone over training and validation images.
+    """One eval-mode pass of the frozen backbone over training and validation images (the
+    `predict_splits` of `images`), each image once, in sample order, in every process.
 
     Training the head on these features for every epoch gives the same result as running
     the whole network every epoch, because a frozen backbone in eval mode computes the same
@@ -232,14 +281,33 @@ def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModu
     """
     trainer = L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
                         enable_model_summary=False)
-    extractor = FeatureExtractor(backbone.eval(), images.preprocessing)
-    train, val = trainer.predict(extractor, dataloaders=[images.unshuffled_train_dataloader(),
-                                                         images.val_dataloader()])
+    train, val = trainer.predict(FeatureExtractor(backbone.eval()), datamodule=images)
 
-    def stack(outputs: list[tuple[torch.Tensor, torch.Tensor]]) -> TensorDataset:
-        return TensorDataset(torch.cat([f for f, _ in outputs]).cpu(), torch.cat([y for _, y in outputs]).cpu())
+    def dataset(batches: list[Batch], size: int) -> TensorDataset:
+        return TensorDataset(*_in_sample_order(batches, size), torch.arange(size))
 
-    return FeatureDataModule(stack(train), stack(val), config.training.batch_size, config.seed)
+    return FeatureDataModule(dataset(train, len(images.train_samples)), dataset(val, len(images.val_samples)),
+                             config.training.batch_size, config.seed)
+
+
+def _in_sample_order(batches: list[Batch], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs and labels of samples 0..size-1, one row each, from predict_step's gathered batches.
+
+    A gathered tensor has a leading process dimension when there are several processes. The
+    "padded" loaders repeat a few samples so that every process runs the same number of
+    steps: each sample index is kept once.
+    """
+    def rows(position: int) -> torch.Tensor:
+        return torch.cat([b[position].flatten(0, b[2].dim() - 1) for b in batches]).cpu()
+
+    outputs, labels, index = rows(0), rows(1), rows(2)
+    index, order = torch.sort(index, stable=True)
+    first = torch.ones_like(index, dtype=torch.bool)
+    first[1:] = index[1:] != index[:-1]
+    if not torch.equal(index[first], torch.arange(size)):
+        raise RuntimeError(f"predictions cover {int(first.sum())} distinct samples, expected {size}")
+    keep = order[first]
+    return outputs[keep], labels[keep]
 
 
 def _placement(config: Config) -> dict[str, Any]:
@@ -249,16 +317,31 @@ def _placement(config: Config) -> dict[str, Any]:
             "strategy": tc.strategy, "num_nodes": tc.num_nodes}
 
 
-def _trainer(config: Config, run_dir: Path) -> L.Trainer:
+def resolve_world_size(config: Config) -> int:
+    """How many processes train together (devices × nodes as Lightning resolves `[trainer]`
+    and the launch environment); it multiplies the effective batch. Building the Trainer
+    also gives this process its global rank for `rank_zero_only`."""
+    return L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
+                     enable_progress_bar=False, enable_model_summary=False).world_size
+
+
+def is_global_zero() -> bool:
+    """Whether this is global rank 0, the process that writes and reports. Lightning takes the
+    rank from the launch environment until a Trainer is built (a process it started to
+    share the training has LOCAL_RANK > 0), then from the Trainer."""
+    return rank_zero_only.rank == 0
+
+
+def _trainer(config: Config, files: RunFiles) -> L.Trainer:
     return L.Trainer(
         **_placement(config),
         max_epochs=config.training.epochs,
-        default_root_dir=run_dir,
+        default_root_dir=files.run_dir,
         logger=False,
         num_sanity_val_steps=0,
         enable_model_summary=False,
         # Without a monitor, top-1 is the newest epoch: one file, overwritten each epoch.
-        callbacks=[ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1,
+        callbacks=[ModelCheckpoint(dirpath=files.checkpoint.parent, filename=files.checkpoint.stem, save_top_k=1,
                                    enable_version_counter=False)],
     )
 
@@ -281,57 +364,62 @@ def _fit(trainer: L.Trainer, module: LitClassifier, datamodule: L.LightningDataM
         raise Interrupted(f"{name}: training stopped early; rerun to resume from the last checkpoint")
 
 
-def _predict(trainer: L.Trainer, module: LitClassifier,
-             datamodule: L.LightningDataModule) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = trainer.predict(module, datamodule=datamodule)
-    return torch.cat([p for p, _ in batches]), torch.cat([y for _, y in batches])
-
-
 def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout, created: Any,
-             module: LitClassifier, identity: dict[str, str], probabilities: torch.Tensor,
+             module: LitClassifier, identity: dict[str, Any], probabilities: torch.Tensor,
              targets: torch.Tensor, train_seconds: float, device: str,
-             images: MonkeyDataModule, resumed: bool) -> dict[str, Any]:
+             images: MonkeyDataModule, resumed: bool) -> RunMetrics:
     n = len(layout.classes)
     preds = probabilities.argmax(dim=1)
     preprocessing = images.preprocessing
     total, trainable = count_parameters(created.model)
     arch = get_architecture(experiment.architecture)
-    return {
-        "schema": RESULTS_SCHEMA,
-        "experiment": experiment.name,
-        "title": experiment.label,
-        "architecture": experiment.architecture,
-        "architecture_title": arch.title,
-        "frozen": experiment.frozen,
-        "pretrained": experiment.pretrained,
-        "weights": created.weights,
-        "accuracy": float(multiclass_accuracy(preds, targets, n, average="micro")),
-        "macro_f1": float(multiclass_f1_score(preds, targets, n, average="macro")),
-        "confusion_matrix": multiclass_confusion_matrix(preds, targets, n).tolist(),
-        "classes": layout.class_codes,
-        "n_train": len(images.train_samples),
-        "n_val": len(targets),
-        "params_total": total,
-        "params_trainable": trainable,
-        "epochs": len(module.history),
-        "train_seconds": round(train_seconds, 2),
-        "resumed": resumed,
-        "device": device,
-        "seed": config.seed,
-        "batch_size": config.training.batch_size,
-        "learning_rate": config.training.learning_rate,
-        "preprocessing": {"resize": preprocessing.resize, "crop": preprocessing.crop,
-                          "mean": list(preprocessing.mean), "std": list(preprocessing.std)},
-        "trainer": {"accelerator": config.trainer.accelerator, "precision": config.trainer.precision},
+    head = created.model.head
+    return RunMetrics(
+        experiment=experiment.name,
+        title=experiment.label,
+        architecture=experiment.architecture,
+        architecture_title=arch.title,
+        frozen=experiment.frozen,
+        pretrained=experiment.pretrained,
+        weights=created.weights,
+        accuracy=float(multiclass_accuracy(preds, targets, n, average="micro")),
+        macro_f1=float(multiclass_f1_score(preds, targets, n, average="macro")),
+        confusion_matrix=multiclass_confusion_matrix(preds, targets, n).tolist(),
+        classes=layout.class_codes,
+        n_train=len(images.train_samples),
+        n_val=len(targets),
+        params_total=total,
+        params_trainable=trainable,
+        params_head=count_parameters(head)[0],
+        head=HeadRecord(in_features=head[0].in_features, hidden=arch.head_hidden,
+                        dropout=arch.head_dropout, outputs=n),
+        epochs=len(module.history),
+        train_seconds=round(train_seconds, 2),
+        resumed=resumed,
+        device=device,
+        seed=config.seed,
+        batch_size=config.training.batch_size,
+        learning_rate=config.training.learning_rate,
+        preprocessing=PreprocessingRecord(preprocessing.resize, preprocessing.crop,
+                                          tuple(preprocessing.mean), tuple(preprocessing.std)),
+        trainer={"accelerator": config.trainer.accelerator, "precision": config.trainer.precision},
+        versions=library_versions(),
         **identity,
-        "versions": library_versions(),
-    }
+    )
 
 
 def library_versions() -> dict[str, str]:
     return {"python": platform.python_version(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "timm": timm.__version__,
             "lightning": L.__version__, "torchmetrics": torchmetrics.__version__}
+
+
+@rank_zero_only
+def _write_results(files: RunFiles, history: list[dict[str, float]], samples: list[Sample],
+                   codes: list[str], probabilities: torch.Tensor, metrics: RunMetrics) -> None:
+    _write_history(files.history, history)
+    _write_predictions(files.predictions, samples, codes, probabilities)
+    results.write_json(files.metrics, metrics.to_dict())  # last: it marks the run finished
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -384,29 +472,40 @@ def select_experiments(config: Config, only: list[str] | None) -> list[Experimen
 def train_all(config: Config, only: list[str] | None = None, force: bool = False,
               show_progress: bool = True) -> list[ExperimentResult | ExperimentFailure]:
     """Run the selected experiments in order. A failing one is reported and the rest go on;
-    Ctrl-C stops them all."""
+    Ctrl-C stops them all. Every experiment is planned before the first one trains (see the
+    module docstring)."""
     experiments = select_experiments(config, only)
+    processes = resolve_world_size(config)
     layout = locate(resolve_data_root(config))
     entries = list_files(layout)
     fingerprint = fingerprint_dataset(layout, entries)
-    records: list[ImageRecord] | None = None
+    plans = [plan_experiment(config, e, fingerprint, processes, force) for e in experiments]
+    records: list[ImageRecord] = []
+    if not all(plan.finished for plan in plans):
+        records = scan(layout, entries, config.data.max_image_pixels, config.eda.workers,
+                       show_progress and is_global_zero())
     outcomes: list[ExperimentResult | ExperimentFailure] = []
-    for experiment in experiments:
-        if records is None and (force or not is_finished(config, experiment, fingerprint)):
-            records = scan(layout, entries, config.data.max_image_pixels, config.eda.workers, show_progress)
+    for experiment, plan in zip(experiments, plans):
         try:
-            outcome = run_experiment(config, experiment, layout, records or [], fingerprint, force)
+            outcome = run_experiment(config, experiment, layout, records, fingerprint, force, plan)
         except Interrupted:
             raise
         except MonkeyReportError as exc:
             outcome = ExperimentFailure(experiment.name, str(exc))
-            results.write_json(config.runs_dir / experiment.name / "failed.json",
-                               {"experiment": experiment.name, "reason": str(exc)})
+            _record_failure(RunFiles.of(config.runs_dir, experiment.name), outcome)
         outcomes.append(outcome)
     return outcomes
 
 
-def is_finished(config: Config, experiment: ExperimentConfig, fingerprint: str) -> bool:
-    finished = results.read_json_if_exists(config.runs_dir / experiment.name / "metrics.json")
-    return bool(finished and finished.get("config_hash") == experiment_hash(config, experiment)
-                and finished.get("dataset_fingerprint") == fingerprint)
+@rank_zero_only
+def _record_failure(files: RunFiles, failure: ExperimentFailure) -> None:
+    results.write_json(files.failed, {"experiment": failure.name, "reason": failure.reason})
+
+
+def _matches(finished: dict[str, Any] | None, identity: dict[str, Any]) -> bool:
+    """Whether a metrics.json belongs to a run with this identity. One written before
+    `world_size` was recorded counts as one process."""
+    if not finished:
+        return False
+    recorded = {"world_size": 1} | finished
+    return all(recorded.get(key) == value for key, value in identity.items())

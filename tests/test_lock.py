@@ -69,3 +69,29 @@ def test_lock_of_a_killed_process_does_not_block(tmp_path):
     with exclusive(tmp_path, wait=False, echo=said.append):
         pass
     assert said == []
+
+
+def test_build_and_train_refuse_with_no_wait_and_keep_everything(tmp_path):
+    from typer.testing import CliRunner
+
+    from monkeyreport.cli import app
+
+    runs = tmp_path / "runs"
+    (runs / "vanilla").mkdir(parents=True)
+    (runs / "vanilla" / "metrics.json").write_text("{}")  # a finished result stays untouched
+    config = tmp_path / "c.toml"
+    config.write_text(f"[output]\nreport_dir = '{tmp_path / 'report'}'\nruns_dir = '{runs}'\n"
+                      "[[experiments]]\nname = 'vanilla'\narchitecture = 'vanilla_cnn'\n")
+    first = hold(runs, 30)
+    try:
+        for command in ("build", "train"):
+            result = CliRunner().invoke(app, [command, "--config", str(config), "--no-wait"])
+            assert result.exit_code == 1, result.output
+            assert result.output.strip().splitlines() == [
+                f"error: {runs}: in use by monkeyreport process {first.pid} "
+                + result.output.split(f"process {first.pid} ", 1)[1].strip()]
+        assert (runs / "vanilla" / "metrics.json").read_text() == "{}"
+        assert not (tmp_path / "report").exists()
+    finally:
+        first.kill()
+        first.wait()

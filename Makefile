@@ -3,7 +3,7 @@ VENV        ?= .venv
 PYTHON      ?= python3
 # The torch pair known to work on the project machines; override on yours if needed.
 TORCH_PINS  ?= torch==2.14.1 torchvision==0.29.1
-CONFIG      ?= monkeyreport.toml
+CONFIG      ?= configs/monkeyreport.toml
 DATA_DIR    ?=
 
 BIN   := $(VENV)/bin

@@ -13,6 +13,7 @@ import typer
 
 from monkeyreport.config import (
     DEFAULT_CONFIG,
+    DEFAULT_DATA_ROOT,
     Config,
     data_dir_override,
     load_config,
@@ -56,10 +57,28 @@ def user_errors(command: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _load(path: Path) -> Config:
+    """The config at `path`; without --config, ./monkeyreport.toml or else the packaged default."""
+    from monkeyreport.project import config_for
+
+    return load_config(config_for(Path.cwd()) if path == DEFAULT_CONFIG else path)
+
+
 def _config(path: Path, data_dir: Path | None = None, out: Path | None = None,
             epochs: int | None = None) -> Config:
-    return load_config(path).with_overrides(data_dir=data_dir_override(data_dir), out=out,
-                                            epochs=epochs)
+    return _load(path).with_overrides(data_dir=data_dir_override(data_dir), out=out, epochs=epochs)
+
+
+def _with_dataset(config: Config) -> Config:
+    """Download the dataset into its default place when no folder was given and it is not
+    there yet; without network, the one-line message of `data download`."""
+    if config.data.root or DEFAULT_DATA_ROOT.exists():
+        return config
+    from monkeyreport.data import download
+
+    typer.echo(f"dataset not found at {DEFAULT_DATA_ROOT} and no --data-dir given: downloading it")
+    typer.echo(f"dataset ready at {download(DEFAULT_DATA_ROOT)}")
+    return config
 
 
 @app.command()
@@ -70,7 +89,7 @@ def eda(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: Ou
     from monkeyreport.eda import run_eda
 
     start = time.perf_counter()
-    outcome = run_eda(_config(config, data_dir, out), force=force)
+    outcome = run_eda(_with_dataset(_config(config, data_dir, out)), force=force)
     s = outcome.summary
     verb = "unchanged, skipped" if outcome.skipped else f"done in {time.perf_counter() - start:.1f} s"
     typer.echo(
@@ -130,7 +149,7 @@ def models(config: ConfigOpt = DEFAULT_CONFIG) -> None:
     from monkeyreport.models import count_parameters, create
     from monkeyreport.training import select_experiments
 
-    cfg = load_config(config)
+    cfg = _load(config)
     select_experiments(cfg, None)  # unknown architectures: one line naming the experiment
     typer.echo(f"{'experiment':<28} {'architecture':<20} {'frozen':<7} {'weights':<10} "
                f"{'total':>12} {'trainable':>12}")
@@ -173,7 +192,7 @@ class OutputFormat(str, Enum):
 FormatOpt = Annotated[OutputFormat, typer.Option("--format", help="Which outputs to write.")]
 StrictOpt = Annotated[bool, typer.Option("--strict", help="Fail when an experiment has no results.")]
 TemplatesOpt = Annotated[Optional[Path], typer.Option(
-    "--templates", help="Templates folder (default: the project's templates/).")]
+    "--templates", help="Templates folder (default: ./templates if present, else the packaged ones).")]
 
 
 @app.command()
@@ -215,7 +234,7 @@ def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: 
     from monkeyreport.build import build as run_build
 
     start = time.perf_counter()
-    cfg = _config(config, data_dir, out)
+    cfg = _with_dataset(_config(config, data_dir, out))
     with _one_at_a_time(cfg, no_wait):
         outcome = run_build(cfg, force=force, templates_dir=templates, echo=typer.echo)
     if outcome.helper:
@@ -227,3 +246,18 @@ def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: 
     _exit_on_unreadable(outcome.problems)
     if outcome.failed:
         raise typer.Exit(1)
+
+
+ProfileOpt = Annotated[str, typer.Option("--profile", help="Which config to start from: default, smoke or offline.")]
+
+
+@app.command()
+@user_errors
+def init(dest: Annotated[Path, typer.Argument(help="The report folder to create.")],
+         profile: ProfileOpt = "default", force: ForceOpt = False) -> None:
+    """Start a report folder: a monkeyreport.toml and a copy of the templates to edit."""
+    from monkeyreport.project import init as init_project
+
+    for path in init_project(dest, profile, force):
+        typer.echo(f"wrote {path}")
+    typer.echo(f"next: cd {dest} && monkeyreport build --data-dir <dataset folder>")

@@ -17,13 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monkeyreport import results, spanish_format, stats
+from monkeyreport import project, results, spanish_format, stats
 from monkeyreport.config import Config
 from monkeyreport.context import build_context, experiment_rows
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.results import ReportFiles, RunFiles
 
-REPO_TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 MAIN_TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"
 FORMATS = ("html", "pdf", "both")
@@ -221,7 +220,7 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
     start = time.perf_counter()
     if fmt not in FORMATS:
         raise MonkeyReportError(f"--format: must be one of {', '.join(FORMATS)}, got '{fmt}'")
-    templates_dir = Path(templates_dir) if templates_dir else REPO_TEMPLATES
+    templates_dir = Path(templates_dir) if templates_dir else project.templates_for(Path.cwd())
     if not templates_dir.is_dir():
         raise MonkeyReportError(f"{templates_dir}: templates folder not found")
     report_dir = config.report_dir

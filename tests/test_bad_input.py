@@ -18,7 +18,7 @@ from conftest import REPO, make_dataset, noise_image
 
 
 def eda_on(root: Path, out: Path) -> dict:
-    cfg = load_config(REPO / "monkeyreport.toml").with_overrides(data_dir=root, out=out)
+    cfg = load_config(REPO / "configs" / "monkeyreport.toml").with_overrides(data_dir=root, out=out)
     return run_eda(cfg, show_progress=False).summary
 
 

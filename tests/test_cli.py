@@ -8,7 +8,7 @@ from monkeyreport.cli import app
 from conftest import REPO, make_dataset
 
 runner = CliRunner()
-CONFIG = str(REPO / "monkeyreport.toml")
+CONFIG = str(REPO / "configs" / "monkeyreport.toml")
 
 
 def run(*args: str):

@@ -15,7 +15,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_default_config_loads():
-    cfg = load_config(REPO / "monkeyreport.toml")
+    cfg = load_config(REPO / "configs" / "monkeyreport.toml")
     assert cfg.output.report_dir == "report"
     assert cfg.eda.near_duplicate_distance == 10
 

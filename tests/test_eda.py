@@ -11,7 +11,7 @@ from conftest import REPO, make_dataset, noise_image
 
 
 def config_for(data: Path, out: Path) -> Config:
-    cfg = load_config(REPO / "monkeyreport.toml").with_overrides(data_dir=data, out=out)
+    cfg = load_config(REPO / "configs" / "monkeyreport.toml").with_overrides(data_dir=data, out=out)
     return cfg
 
 

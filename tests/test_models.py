@@ -90,7 +90,7 @@ def test_unknown_architecture():
 
 
 def test_models_command_lists_the_seven_experiments():
-    result = CliRunner().invoke(app, ["models", "--config", str(REPO / "monkeyreport.toml")])
+    result = CliRunner().invoke(app, ["models", "--config", str(REPO / "configs" / "monkeyreport.toml")])
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()[1:]
     assert [line.split()[0] for line in lines] == [

@@ -1,0 +1,1 @@
+"""The configs shipped with the package (monkeyreport.configs): the default and the profiles."""

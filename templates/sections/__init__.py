@@ -1,0 +1,1 @@
+"""Template sections (package data)."""

@@ -17,11 +17,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from scipy import stats as scipy_stats
-
 from monkeyreport import results
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
+from monkeyreport.figure_cache import draw_if_changed, inputs_digest
 from monkeyreport.results import ReportFiles, RunFiles, RunMetrics
 from monkeyreport.stats import rank_key
 
@@ -30,7 +29,6 @@ from monkeyreport.stats import rank_key
 SECTION_FAMILIES = ("alexnet", "resnet", "efficientnet")
 FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
 OVERFITTING_RISE = 1.1  # validation loss 10 % above its minimum by the last epoch
-TREND_MIN_ARCHITECTURES = 3  # a parameters-vs-accuracy trend needs at least three points
 
 ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published by the original
     ("vanilla_cnn", False): (0.4632, 0.4611),
@@ -124,7 +122,8 @@ def find_test(tests: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | N
 
 
 def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classes: int,
-             n_leaked: int, shared_confusions: list[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+             n_leaked: int, shared_confusions: list[dict[str, Any]] = (),
+             trend: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The conclusions as facts: each a `kind` and the rows and numbers it rests on.
 
     A claim is made only where the numbers carry it: "better" only with a significant
@@ -150,7 +149,7 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
         out.append({"kind": "overfitting", "runs": rising})
     if shared_confusions:
         out.append({"kind": "confusions", "pairs": shared_confusions[:3]})
-    out += _parameter_trend(done)
+    out += _parameter_trend(done, trend)
     chance = 1 / num_classes if num_classes else 0.0
     near_chance = [r for r in done if r["accuracy"] < FAILED_TO_LEARN_FACTOR * chance]
     if near_chance:
@@ -212,21 +211,15 @@ def _baseline(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[d
              "test": find_test(tests, best_transfer["name"], v["name"])}]
 
 
-def _parameter_trend(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One point per architecture (its best variant); Spearman's rank correlation."""
-    best_per_arch: dict[str, dict[str, Any]] = {}
-    for r in done:
-        current = best_per_arch.get(r["architecture"])
-        if current is None or r["accuracy"] > current["accuracy"]:
-            best_per_arch[r["architecture"]] = r
-    points = sorted(best_per_arch.values(), key=lambda r: r["run"].params_total)
-    if len(points) < TREND_MIN_ARCHITECTURES:
+def _parameter_trend(done: list[dict[str, Any]], trend: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The parameters-vs-accuracy finding from stats.json's trend, with the rows it names."""
+    by_name = {r["name"]: r for r in done}
+    if not trend or trend["rho"] is None or not all(n in by_name for n in trend["experiments"]):
         return []
-    rho = scipy_stats.spearmanr([r["run"].params_total for r in points], [r["accuracy"] for r in points]).statistic
-    if rho != rho:  # nan: constant accuracies
-        return []
+    points = [by_name[n] for n in trend["experiments"]]
+    rho = trend["rho"]
     direction = "up" if rho >= 0.7 else ("down" if rho <= -0.7 else "none")
-    return [{"kind": "parameters", "rho": float(rho), "direction": direction, "n": len(points),
+    return [{"kind": "parameters", "rho": rho, "direction": direction, "n": len(points),
              "largest": points[-1], "smallest": points[0]}]
 
 
@@ -331,7 +324,6 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
     is missing (`missing`: "model_summary", "eda" or "no_results"); the templates write
     the captions and the notes.
     """
-    from monkeyreport import figures
 
     report = ReportFiles(config.report_dir)
     report_dir = config.report_dir
@@ -344,23 +336,22 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
 
     number = itertools.count(1)  # figures are numbered in the order the report shows them
 
-    figures.draw_if_changed(fig_dir / "cnn_schematic.png", figures.inputs_digest("cnn"), figures.cnn_schematic)
+    draw_if_changed(fig_dir / "cnn_schematic.png", inputs_digest("cnn"), "cnn_schematic")
     entry("cnn", next(number), "figures/cnn_schematic.png")
 
     def diagram(arch: dict[str, Any]) -> dict[str, Any]:
         rel = None
         if arch["summary"]:
             rel = f"figures/arch_{arch['name']}.png"
-            figures.draw_if_changed(report_dir / rel, figures.inputs_digest(arch["summary"]),
-                                    figures.architecture_diagram, arch["summary"])
+            draw_if_changed(report_dir / rel, inputs_digest(arch["summary"]), "architecture_diagram",
+                            arch["summary"])
         return {"number": next(number), "src": rel, "missing": "" if rel else "model_summary", "absent": [],
                 "architecture": arch["name"], "family": arch["family"], "title": arch["title"],
                 "input_shape": (arch["summary"] or {}).get("input_shape"), "summary_file": arch["summary_file"]}
 
     in_sections = [a for a in architectures if a["family"] in SECTION_FAMILIES]
     diagrams = [diagram(a) for a in in_sections]
-    figures.draw_if_changed(fig_dir / "transfer_learning.png", figures.inputs_digest("tl"),
-                            figures.transfer_learning_scheme)
+    draw_if_changed(fig_dir / "transfer_learning.png", inputs_digest("tl"), "transfer_learning_scheme")
     entry("transfer", next(number), "figures/transfer_learning.png")
     eda_figs = eda.get("figures", {})
     for key in ("class_distribution", "sample_grid"):
@@ -380,8 +371,7 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
             rel = f"figures/confusion_{arch}.png"
             panels = [((("Backbone congelado" if r["frozen"] else "Fine-tuning") if len(members) > 1
                         else r["label"]), r["run"].confusion_matrix) for r in done]
-            figures.draw_if_changed(report_dir / rel, figures.inputs_digest(panels, names),
-                                    figures.confusion_matrices, panels, names)
+            draw_if_changed(report_dir / rel, inputs_digest(panels, names), "confusion_matrices", panels, names)
         cms.append({"number": next(number), "src": rel, "missing": "" if rel else "no_results",
                     "title": members[0]["label"], "members": done,
                     "absent": [r for r in members if r["status"] != "ok"]})
@@ -390,8 +380,7 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
     rel = None
     if histories:
         rel = "figures/training_curves.png"
-        figures.draw_if_changed(report_dir / rel, figures.inputs_digest(histories),
-                                figures.training_curves, histories)
+        draw_if_changed(report_dir / rel, inputs_digest(histories), "training_curves", histories)
     entry("curves", next(number), rel, "no_results")
     return entries
 
@@ -474,7 +463,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "failed": [r for r in rows if r["status"] == "failed"],
         "unreadable_results": [r for r in rows if r["status"] == "unreadable"],
         "findings": findings(rows, tests, len(classes), leaked_used,
-                             per_class["shared"] if per_class else []),
+                             per_class["shared"] if per_class else [], statistics.get("parameters")),
         "figures": figure_entries(config, eda, rows, classes, architectures),
         "versions": done[0]["run"].versions if done else {},
         "fingerprint": eda.get("dataset_fingerprint", ""),

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from monkeyreport import figures, results
+from monkeyreport import results
 from monkeyreport.config import Config, resolve_data_root, stable_hash
 from monkeyreport.data import (
     SPLITS,
@@ -34,7 +34,7 @@ EDA_SCHEMA = 2
 SAMPLE_DECODE_SIZE = 256
 FIGURES = {
     "class_distribution": "figures/class_distribution.png",
-    "sample_grid": "figures/sample_grid.png",
+    "sample_grid": "figures/sample_grid.jpg",  # photographs: JPEG, embedded in the PDF as is
     "image_sizes": "figures/image_sizes.png",
 }
 
@@ -226,6 +226,8 @@ def find_duplicates(usable: list[ImageRecord], near_distance: int) -> dict[str, 
 
 def _draw_figures(layout: DatasetLayout, records: list[ImageRecord], summary: dict[str, Any],
                   config: Config) -> None:
+    from monkeyreport import figures  # matplotlib: only when there is something to draw
+
     report_dir = config.report_dir
     names = {c.code: c.display_name for c in layout.classes}
     figures.class_distribution(

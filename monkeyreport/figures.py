@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -21,6 +22,7 @@ from monkeyreport import spanish_format  # noqa: E402
 from monkeyreport.results import atomic_path  # noqa: E402
 
 DPI = 200
+JPEG_QUALITY = 90
 SPLIT_TITLES = {"training": "Entrenamiento", "validation": "Validación"}
 SPLIT_COLORS = {"training": "#3b6ea5", "validation": "#d08a2c"}
 
@@ -36,11 +38,19 @@ def _spanish_ticks(fig: Figure) -> None:
 
 
 def save(fig: Figure, path: Path) -> None:
-    """Write a figure as PNG atomically and release its memory."""
+    """Write a figure atomically and release its memory: RGB without alpha (the PDF then
+    embeds it without a separate mask), PNG for drawings, JPEG for a `.jpg` path
+    (photographs, which the PDF embeds as they are)."""
     _spanish_ticks(fig)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
     plt.close(fig)
+    image = Image.open(buffer).convert("RGB")
+    with atomic_path(path) as tmp:
+        if path.suffix == ".jpg":
+            image.save(tmp, format="JPEG", quality=JPEG_QUALITY)
+        else:
+            image.save(tmp, format="PNG")
 
 
 def class_distribution(counts: dict[str, dict[str, int]], names: dict[str, str], path: Path) -> None:
@@ -106,39 +116,7 @@ def image_sizes(sizes: dict[str, list[tuple[int, int]]], path: Path) -> None:
 # ----------------------------------------------------------------------------- report figures
 # Drawn by `render`; each is redrawn only when the digest of its inputs changed.
 
-import hashlib  # noqa: E402
-import json  # noqa: E402
-
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
-
-FIGURE_VERSION = 2  # bump to redraw every report figure after a change of style
-
-
-def inputs_digest(*parts: object) -> str:
-    payload = json.dumps([FIGURE_VERSION, *parts], sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _digest_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha")
-
-
-def is_current(path: Path, digest: str) -> bool:
-    """True when `path` exists and was drawn from inputs with this digest."""
-    marker = _digest_path(path)
-    return path.is_file() and marker.is_file() and marker.read_text().strip() == digest
-
-
-def draw_if_changed(path: Path, digest: str, draw, *args) -> bool:
-    """Call draw(*args, path) unless the figure is current; returns whether it was drawn."""
-    if is_current(path, digest):
-        return False
-    draw(*args, path)
-    from monkeyreport.results import write_text
-
-    write_text(_digest_path(path), digest + "\n")
-    return True
-
 
 def _box(ax, x: float, y: float, w: float, h: float, text: str, color: str,
          fontsize: float = 9, text_color: str = "black") -> None:

@@ -9,7 +9,8 @@ report/stats/stats.json:
   ("validación sin duplicados");
 - exact McNemar tests (binomial test on the discordant images) between the best experiment
   and each other one, and between the frozen and fine-tuned variant of each architecture;
-- precision, recall and F1 per class, and the most confused class pairs, of every experiment.
+- precision, recall and F1 per class, and the most confused class pairs, of every experiment;
+- Spearman's correlation between parameters and accuracy across architectures.
 
 Macro F1 follows torchmetrics' definition (the one training uses): the mean F1 over the
 classes that occur among the true or the predicted labels, so a recomputation from
@@ -25,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 from monkeyreport import results
 from monkeyreport.config import Config
@@ -37,6 +37,7 @@ N_RESAMPLES = 2000
 CONFIDENCE = 0.95
 ALPHA = 0.05  # significance level of the McNemar tests
 TOP_CONFUSED = 3
+TREND_MIN_ARCHITECTURES = 3  # a parameters-vs-accuracy trend needs at least three points
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -92,6 +93,8 @@ class Estimate:
 
 def estimates(true: np.ndarray, predicted: np.ndarray, k: int, seed: int) -> dict[str, Estimate]:
     """Accuracy and macro F1 with 95 % percentile-bootstrap intervals over the images."""
+    from scipy.stats import bootstrap  # imported when statistics are computed, not when reused
+
     n = len(true)
     if n == 0:
         nan = float("nan")
@@ -105,7 +108,7 @@ def estimates(true: np.ndarray, predicted: np.ndarray, k: int, seed: int) -> dic
         if n == 1:
             out[name] = Estimate(value, value, value, n)
             continue
-        result = scipy_stats.bootstrap((true, predicted), statistic, paired=True, vectorized=True,
+        result = bootstrap((true, predicted), statistic, paired=True, vectorized=True,
                                        n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,
                                        method="percentile", rng=np.random.default_rng(seed))
         ci = result.confidence_interval
@@ -141,7 +144,9 @@ def mcnemar(a: str, b: str, right_a: np.ndarray, right_b: np.ndarray) -> McNemar
     only_a = int(np.sum(right_a & ~right_b))
     only_b = int(np.sum(right_b & ~right_a))
     discordant = only_a + only_b
-    p = 1.0 if discordant == 0 else float(scipy_stats.binomtest(only_a, discordant, 0.5).pvalue)
+    from scipy.stats import binomtest
+
+    p = 1.0 if discordant == 0 else float(binomtest(only_a, discordant, 0.5).pvalue)
     return McNemar(a, b, only_a, only_b, min(p, 1.0))
 
 
@@ -210,6 +215,24 @@ def comparisons(runs: dict[str, RunMetrics], predictions: dict[str, Predictions]
     return tests
 
 
+def parameter_trend(runs: dict[str, RunMetrics]) -> dict[str, Any] | None:
+    """Spearman's rank correlation between parameters and accuracy, one point per
+    architecture (its best variant), ordered by parameters; None below three architectures."""
+    from scipy.stats import spearmanr
+
+    best: dict[str, str] = {}
+    for name, run in runs.items():
+        current = best.get(run.architecture)
+        if current is None or rank_key(run.accuracy, run.macro_f1) > rank_key(runs[current].accuracy,
+                                                                               runs[current].macro_f1):
+            best[run.architecture] = name
+    if len(best) < TREND_MIN_ARCHITECTURES:
+        return None
+    names = sorted(best.values(), key=lambda n: runs[n].params_total)
+    rho = spearmanr([runs[n].params_total for n in names], [runs[n].accuracy for n in names]).statistic
+    return {"experiments": names, "rho": None if np.isnan(rho) else float(rho)}
+
+
 def _inputs_digest(config: Config) -> str:
     h = hashlib.sha256(f"{STATS_SCHEMA}:{N_RESAMPLES}:{CONFIDENCE}:{config.seed}".encode())
     h.update(Path(__file__).read_bytes())  # a change to these statistics recomputes them
@@ -247,7 +270,8 @@ def compute(config: Config) -> dict[str, Any]:
     tests = comparisons(runs, predictions, best) if best else []
     return {"schema": STATS_SCHEMA, "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
             "alpha": ALPHA, "seed": config.seed, "n_leaked": len(leaked), "best": best,
-            "experiments": experiments, "mcnemar": [t.as_dict() for t in tests], "problems": problems}
+            "experiments": experiments, "mcnemar": [t.as_dict() for t in tests],
+            "parameters": parameter_trend(runs), "problems": problems}
 
 
 def ensure(config: Config, force: bool = False) -> tuple[dict[str, Any], bool]:

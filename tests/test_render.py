@@ -300,17 +300,25 @@ def test_conclusions_follow_the_numbers_and_their_significance():
 
 
 def test_parameter_trend_needs_three_architectures():
+    from dataclasses import replace
+
     from monkeyreport.context import findings
+    from monkeyreport.stats import parameter_trend
 
     two_archs = [finding_row("v", "vanilla_cnn", False, 0.55, 1_400_000),
                  finding_row("lf", "lite0", True, 0.97, 4_000_000),
                  finding_row("lt", "lite0", False, 0.94, 4_000_000)]
     two_archs[1]["best"] = True
-    assert "parameters" not in [f["kind"] for f in findings(two_archs, [], 10, 0)]
+    runs = {r["name"]: replace(r["run"], architecture=r["architecture"]) for r in two_archs}
+    assert parameter_trend(runs) is None
+    assert "parameters" not in [f["kind"] for f in findings(two_archs, [], 10, 0, trend=None)]
     three = two_archs + [finding_row("r", "resnet34", True, 0.96, 21_000_000)]
-    (trend,) = [f for f in findings(three, [], 10, 0) if f["kind"] == "parameters"]
-    assert trend["largest"]["name"] == "r" and trend["n"] == 3
-    text = word([trend])
+    runs = {r["name"]: replace(r["run"], architecture=r["architecture"]) for r in three}
+    trend = parameter_trend(runs)
+    assert trend["experiments"] == ["v", "lf", "r"] and trend["rho"] == pytest.approx(0.5)
+    (found,) = [f for f in findings(three, [], 10, 0, trend=trend) if f["kind"] == "parameters"]
+    assert found["largest"]["name"] == "r" and found["n"] == 3
+    text = word([found])
     assert "Spearman 0,50" in text and "no permite atribuir" in text and "21,00 M" in text
 
 

@@ -55,7 +55,8 @@ class BuildOutcome:
 
 def build(config: Config, force: bool = False, templates_dir: Path | None = None,
           echo: Callable[[str], None] = print, show_progress: bool = True) -> BuildOutcome:
-    """Run every stage in order; prints one summary line per stage through `echo`.
+    """Run every stage in order; prints one summary line per stage, and one per experiment
+    trained or reused, through `echo`. `show_progress`: progress lines on a terminal.
 
     With several training processes, Lightning starts the others by running this command
     again (training.py). They are not global rank 0: they make the same training calls as
@@ -92,12 +93,11 @@ def build(config: Config, force: bool = False, templates_dir: Path | None = None
     else:
         from monkeyreport.training import ExperimentFailure, train_all
 
-        ran = train_all(config, force=force, show_progress=show_progress)
+        ran = train_all(config, force=force, show_progress=show_progress,
+                        echo=lambda line: say(f"train: {line}"))
         failed = [r for r in ran if isinstance(r, ExperimentFailure)]
         skipped = sum(1 for r in ran if not isinstance(r, ExperimentFailure) and r.skipped)
         outcome.failed = [f.name for f in failed]
-        for f in failed:
-            say(f"train: {f.summary()}")
         say(f"train done in {time.perf_counter() - start:.1f} s: {len(ran)} experiment(s), "
             f"{skipped} unchanged, {len(ran) - skipped - len(failed)} trained, "
             f"{len(failed)} failed -> {config.runs_dir}")

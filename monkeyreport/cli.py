@@ -35,6 +35,8 @@ OnlyOpt = Annotated[Optional[list[str]], typer.Option("--only", help="Run only t
 EpochsOpt = Annotated[Optional[int], typer.Option("--epochs", min=1, help="Override training.epochs.")]
 NoWaitOpt = Annotated[bool, typer.Option(
     "--no-wait", help="Stop instead of waiting when another build or train uses the same runs folder.")]
+QuietOpt = Annotated[bool, typer.Option(
+    "--quiet", help="No progress bars, only result lines (for scripts and CI).")]
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -163,20 +165,20 @@ def models(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 @app.command()
 @user_errors
 def train(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, only: OnlyOpt = None,
-          epochs: EpochsOpt = None, force: ForceOpt = False, no_wait: NoWaitOpt = False) -> None:
+          epochs: EpochsOpt = None, force: ForceOpt = False, no_wait: NoWaitOpt = False,
+          quiet: QuietOpt = False) -> None:
     """Train the configured experiments and write runs/<experiment>/ results."""
     from monkeyreport.training import ExperimentFailure, is_global_zero, select_experiments, train_all
 
     cfg = _config(config, data_dir, epochs=epochs)
     select_experiments(cfg, only)  # a config error stops here, before anything is written
     with _one_at_a_time(cfg, no_wait):
-        outcomes = train_all(cfg, only=only, force=force)
+        # Rank 0 prints each experiment's result line as soon as it is known.
+        outcomes = train_all(cfg, only=only, force=force, show_progress=not quiet, echo=typer.echo)
     if not is_global_zero():
         # Another process of a multi-process run (training.py): rank 0 reports. Exit 0, as
         # Lightning kills every process when one exits with another code.
         return
-    for outcome in outcomes:
-        typer.echo(outcome.summary())
     failed = [o for o in outcomes if isinstance(o, ExperimentFailure)]
     if failed:
         typer.echo(f"error: {len(failed)} of {len(outcomes)} experiment(s) failed", err=True)
@@ -229,14 +231,17 @@ def _exit_on_unreadable(problems: list[str]) -> None:
 @app.command()
 @user_errors
 def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: OutOpt = None,
-          force: ForceOpt = False, templates: TemplatesOpt = None, no_wait: NoWaitOpt = False) -> None:
+          force: ForceOpt = False, templates: TemplatesOpt = None, no_wait: NoWaitOpt = False,
+          quiet: QuietOpt = False) -> None:
     """Run eda, training, model summaries and rendering; skip each stage that is unchanged."""
     from monkeyreport.build import build as run_build
 
     start = time.perf_counter()
-    cfg = _with_dataset(_config(config, data_dir, out))
+    cfg = _config(config, data_dir, out)
     with _one_at_a_time(cfg, no_wait):
-        outcome = run_build(cfg, force=force, templates_dir=templates, echo=typer.echo)
+        cfg = _with_dataset(cfg)
+        outcome = run_build(cfg, force=force, templates_dir=templates, echo=typer.echo,
+                            show_progress=not quiet)
     if outcome.helper:
         return  # it trained beside rank 0, which reports; exit 0 (see `train`)
     typer.echo(f"build finished in {time.perf_counter() - start:.1f} s")
@@ -261,3 +266,21 @@ def init(dest: Annotated[Path, typer.Argument(help="The report folder to create.
     for path in init_project(dest, profile, force):
         typer.echo(f"wrote {path}")
     typer.echo(f"next: cd {dest} && monkeyreport build --data-dir <dataset folder>")
+
+
+@app.command()
+@user_errors
+def preview(config: ConfigOpt = DEFAULT_CONFIG, out: OutOpt = None, templates: TemplatesOpt = None,
+            host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+            port: Annotated[int, typer.Option(help="Port to listen on (0: any free one).")] = 8000) -> None:
+    """Serve the report's HTML and re-render it whenever a template or the config changes."""
+    from monkeyreport.preview import serve
+    from monkeyreport.project import templates_for
+    from monkeyreport.render import render as render_report
+
+    templates_dir = templates or templates_for(Path.cwd())
+
+    def render_html() -> None:  # the config is read again: it may be what changed
+        render_report(_config(config, out=out), "html", templates_dir=templates_dir, force=False)
+
+    serve(_config(config, out=out), templates_dir, render_html, host, port, typer.echo)

@@ -10,10 +10,16 @@ every backbone whatever its normalisation statistics.
 
 Every batch is (inputs, labels, sample indices): the indices let training put together what
 several processes predicted (see `make_loader` and training.py).
+
+A damaged image cache is rebuilt with a one-line warning (`cache_problem` says what is
+detected). Backbone features of frozen experiments are computed in memory for each run
+(training.extract_features): there is no feature cache on disk to be damaged.
 """
 
 from __future__ import annotations
 
+import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +34,9 @@ from torchvision.transforms import v2
 
 from monkeyreport import results
 from monkeyreport.config import stable_hash
+from monkeyreport.console import log
 from monkeyreport.data import DatasetLayout, ImageRecord, load_rgb
+from monkeyreport.errors import MonkeyReportError
 
 CACHE_SCHEMA = 1
 
@@ -108,10 +116,14 @@ def image_cache_path(samples: list[Sample], preprocessing: Preprocessing, cache_
 
 def build_image_cache(path: Path, samples: list[Sample], preprocessing: Preprocessing,
                       max_pixels: int, num_workers: int) -> None:
-    """Decode the crops of `samples` into `path`, unless a complete cache is there."""
+    """Decode the crops of `samples` into `path`, unless a complete cache is there. A damaged
+    one is rebuilt, with one line saying so."""
     shape = _cache_shape(samples, preprocessing)
-    if path.is_file() and path.stat().st_size == int(np.prod(shape)):
+    problem = cache_problem(path, samples, shape)
+    if problem is None:
         return
+    if path.exists() or _sidecar(path).exists():
+        log.warning(f"image cache {path} is damaged ({problem}); rebuilding it")
     loader = make_loader(DecodedImages(samples, preprocessing, max_pixels), 64, "each_once", seed=0,
                          num_workers=num_workers)
     with results.atomic_path(path) as tmp:
@@ -120,13 +132,49 @@ def build_image_cache(path: Path, samples: list[Sample], preprocessing: Preproce
             images[index.numpy()] = batch.numpy()
         images.flush()
         del images
-    results.write_json(path.with_suffix(".json"), {"shape": list(shape),
-                                                   "files": [s.relpath for s in samples]})
+    results.write_json(_sidecar(path), _description(samples, shape))  # last: the cache is complete
 
 
 def open_image_cache(path: Path, samples: list[Sample], preprocessing: Preprocessing) -> np.ndarray:
-    """The cached crops as a read-only (N, 3, crop, crop) uint8 memmap."""
-    return np.memmap(path, dtype=np.uint8, mode="r", shape=_cache_shape(samples, preprocessing))
+    """The cached crops as a read-only (N, 3, crop, crop) uint8 memmap; a cache damaged since
+    it was built is a one-line error (the next run rebuilds it)."""
+    shape = _cache_shape(samples, preprocessing)
+    problem = cache_problem(path, samples, shape)
+    if problem:
+        raise MonkeyReportError(f"{path}: image cache is damaged ({problem}); run again to rebuild it")
+    return np.memmap(path, dtype=np.uint8, mode="r", shape=shape)
+
+
+def cache_problem(path: Path, samples: list[Sample], shape: tuple[int, ...]) -> str | None:
+    """Why the image cache at `path` cannot serve `samples`, or None.
+
+    Detected cheaply, without reading the pixels: a size other than the crops' (a copy cut
+    short, a full disk), and a .json sidecar, written last, that is missing (a build cut
+    short), unreadable or describes other crops. Pixels overwritten in place at the same size
+    are not detected: that would take hashing the whole cache at every use.
+    """
+    if not path.is_file():
+        return "missing"
+    size, expected = path.stat().st_size, math.prod(shape)
+    if size != expected:
+        return f"{size} bytes, expected {expected}"
+    sidecar = _sidecar(path)
+    try:
+        description = json.loads(sidecar.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"{sidecar.name} missing"
+    except (OSError, ValueError):
+        return f"{sidecar.name} unreadable"
+    return None if description == _description(samples, shape) else f"{sidecar.name} does not match"
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_suffix(".json")
+
+
+def _description(samples: list[Sample], shape: tuple[int, ...]) -> dict[str, list]:
+    """What the sidecar of a complete cache holds."""
+    return {"shape": list(shape), "files": [s.relpath for s in samples]}
 
 
 def image_cache(samples: list[Sample], preprocessing: Preprocessing, cache_dir: Path,

@@ -124,6 +124,15 @@ class RunFiles:
     def checkpoint(self) -> Path:
         return self.run_dir / "checkpoints" / "last.ckpt"
 
+    def damaged_checkpoint(self, stamp: str) -> Path:
+        """Where a damaged checkpoint is kept: beside checkpoints/, which a fresh start clears."""
+        return self.run_dir / f"{self.checkpoint.name}.damaged-{stamp}"
+
+    @property
+    def log(self) -> Path:
+        """Lightning's output of every attempt at this run, appended (not a result)."""
+        return self.run_dir / "train.log"
+
     @property
     def results(self) -> tuple[Path, Path, Path]:
         """The files a fresh start removes."""

@@ -18,6 +18,13 @@ collective that all processes enter in the same order. So:
   metrics.json, predictions.csv and the frozen-feature pass cover every image exactly once.
 - Writes: only global rank 0 writes (`rank_zero_only`); the image cache is built in
   `prepare_data`. In the other processes `build` only trains and the CLI reports nothing.
+- A damaged checkpoint (a full disk, a copy cut short) is found while planning
+  (`checkpoint_problem`): rank 0 moves it aside and the run starts afresh. Every process
+  decides the same: one that plans after the move finds no checkpoint, one that plans before
+  it (another node) finds the same damage.
+
+Console: per experiment a progress line on a terminal and a result line; Lightning's own
+output goes to runs/<experiment>/train.log (console.py).
 """
 
 from __future__ import annotations
@@ -25,14 +32,16 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import pickle
 import platform
 import shutil
 import signal
 import time
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import lightning as L
 import timm
@@ -54,6 +63,7 @@ from monkeyreport import results
 from monkeyreport.results import (HISTORY_COLUMNS, RESULTS_SCHEMA, HeadRecord, PreprocessingRecord, RunFiles,
                                   RunMetrics)
 from monkeyreport.config import Config, ExperimentConfig, resolve_data_root, stable_hash
+from monkeyreport.console import ExperimentProgress, lightning_output_to, log, progress_line
 from monkeyreport.data import DatasetLayout, ImageRecord, list_files, locate, scan
 from monkeyreport.data import fingerprint as fingerprint_dataset
 from monkeyreport.datamodule import (
@@ -197,22 +207,77 @@ def plan_experiment(config: Config, experiment: ExperimentConfig, dataset_finger
     started = identity | {"trains_on_features": experiment.frozen and config.training.feature_cache}
     finished = not force and _matches(results.read_json_if_exists(files.metrics), identity)
     resume = (not force and not finished and files.checkpoint.is_file()
-              and results.read_json_if_exists(files.started) == started)
+              and results.read_json_if_exists(files.started) == started
+              and _usable_checkpoint(files, experiment.name))
     return Plan(identity, started, finished, resume)
+
+
+def _usable_checkpoint(files: RunFiles, name: str) -> bool:
+    """Whether the run can resume from its checkpoint; a damaged one is set aside."""
+    problem = checkpoint_problem(files.checkpoint)
+    if problem:
+        _set_aside(files, name, problem)
+    return problem is None
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why the checkpoint at `path` cannot be resumed from, or None.
+
+    Cheap and thorough: the zip CRC-32 of every member covers every byte (a truncated or
+    overwritten file, a flipped bit), and a weights-only load with the tensor data mapped,
+    not read, checks that its records unpickle to a Lightning checkpoint.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            corrupt = archive.testzip()
+        if corrupt:
+            return f"checksum mismatch in {corrupt}"
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
+        reason = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {reason[0][:120]}" if reason else type(exc).__name__
+    return None if isinstance(state, dict) and "state_dict" in state else "not a Lightning checkpoint"
+
+
+@rank_zero_only
+def _set_aside(files: RunFiles, name: str, problem: str) -> None:
+    """Keep a damaged checkpoint beside the run, outside checkpoints/ (which a fresh start
+    clears), and say so in one line."""
+    kept = files.damaged_checkpoint(time.strftime("%Y%m%dT%H%M%S"))
+    try:
+        files.checkpoint.rename(kept)
+    except OSError as exc:
+        log.warning(f"{name}: checkpoint {files.checkpoint} is unreadable ({problem}) and could not be "
+                    f"moved aside ({exc.strerror}); starting afresh")
+        return
+    log.warning(f"{name}: checkpoint {files.checkpoint} is unreadable ({problem}); "
+                f"kept as {kept.name}, starting afresh")
 
 
 def run_experiment(config: Config, experiment: ExperimentConfig, layout: DatasetLayout,
                    records: list[ImageRecord], dataset_fingerprint: str,
-                   force: bool = False, plan: Plan | None = None) -> ExperimentResult:
+                   force: bool = False, plan: Plan | None = None,
+                   show_progress: bool = True) -> ExperimentResult:
     """Train and evaluate one experiment, or reuse its finished results. `plan` defaults to
-    one made now (`train_all` makes all of them first: see the module docstring)."""
+    one made now (`train_all` makes all of them first: see the module docstring). Lightning's
+    output goes to its train.log, written by rank 0 like every result."""
     plan = plan or plan_experiment(config, experiment, dataset_fingerprint,
                                    resolve_world_size(config), force)
     files = RunFiles.of(config.runs_dir, experiment.name)
     if plan.finished:
         return ExperimentResult(experiment.name, files.run_dir, True, results.read_json(files.metrics))
     _prepare_run_dir(files, plan)
+    writes = is_global_zero()
+    with (lightning_output_to(files.log if writes else None),
+          progress_line(experiment.name, show_progress and writes) as progress):
+        log.info(f"{experiment.name}: {f'resuming from {files.checkpoint}' if plan.resume else 'fresh start'}")
+        return _train_and_evaluate(config, experiment, layout, records, dataset_fingerprint, plan, files,
+                                   progress)
 
+
+def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: DatasetLayout,
+                        records: list[ImageRecord], dataset_fingerprint: str, plan: Plan, files: RunFiles,
+                        progress: ExperimentProgress | None) -> ExperimentResult:
     t = config.training
     on_features = experiment.frozen and t.feature_cache
     L.seed_everything(config.seed, workers=True, verbose=False)
@@ -228,12 +293,12 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
     )
     start = time.perf_counter()
     if on_features:
-        datamodule: L.LightningDataModule = extract_features(config, created.model.backbone, images)
+        datamodule: L.LightningDataModule = extract_features(config, created.model.backbone, images, progress)
         module = LitClassifier(created.model.head, len(layout.classes), t.learning_rate)
     else:
         datamodule = images
         module = LitClassifier(created.model, len(layout.classes), t.learning_rate)
-    trainer = _trainer(config, files)
+    trainer = _trainer(config, files, progress)
     _fit(trainer, module, datamodule, files.checkpoint if plan.resume else None, experiment.name)
     train_seconds = time.perf_counter() - start
 
@@ -261,6 +326,8 @@ def _prepare_run_dir(files: RunFiles, plan: Plan) -> None:
 class FeatureExtractor(L.LightningModule):
     """Runs a frozen backbone over normalised images; used once per frozen experiment."""
 
+    progress_label = "features"  # what the progress line calls its pass
+
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
         self.backbone = backbone
@@ -271,7 +338,8 @@ class FeatureExtractor(L.LightningModule):
         return self.all_gather((self.backbone(x).float(), y, index))
 
 
-def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule) -> FeatureDataModule:
+def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule,
+                     progress: ExperimentProgress | None = None) -> FeatureDataModule:
     """One eval-mode pass of the frozen backbone over training and validation images (the
     `predict_splits` of `images`), each image once, in sample order, in every process.
 
@@ -280,7 +348,8 @@ def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModu
     features each time, and the loaders draw their order from their own generators.
     """
     trainer = L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
-                        enable_model_summary=False)
+                        enable_model_summary=False, enable_progress_bar=progress is not None,
+                        callbacks=[progress] if progress else [])
     train, val = trainer.predict(FeatureExtractor(backbone.eval()), datamodule=images)
 
     def dataset(batches: list[Batch], size: int) -> TensorDataset:
@@ -320,9 +389,11 @@ def _placement(config: Config) -> dict[str, Any]:
 def resolve_world_size(config: Config) -> int:
     """How many processes train together (devices × nodes as Lightning resolves `[trainer]`
     and the launch environment); it multiplies the effective batch. Building the Trainer
-    also gives this process its global rank for `rank_zero_only`."""
-    return L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
-                     enable_progress_bar=False, enable_model_summary=False).world_size
+    also gives this process its global rank for `rank_zero_only`. Its device banner goes
+    nowhere: every experiment's log has the same."""
+    with lightning_output_to(None):
+        return L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False).world_size
 
 
 def is_global_zero() -> bool:
@@ -332,7 +403,10 @@ def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def _trainer(config: Config, files: RunFiles) -> L.Trainer:
+def _trainer(config: Config, files: RunFiles, progress: ExperimentProgress | None = None) -> L.Trainer:
+    # Without a monitor, top-1 is the newest epoch: one file, overwritten each epoch.
+    checkpoint = ModelCheckpoint(dirpath=files.checkpoint.parent, filename=files.checkpoint.stem, save_top_k=1,
+                                 enable_version_counter=False)
     return L.Trainer(
         **_placement(config),
         max_epochs=config.training.epochs,
@@ -340,9 +414,9 @@ def _trainer(config: Config, files: RunFiles) -> L.Trainer:
         logger=False,
         num_sanity_val_steps=0,
         enable_model_summary=False,
-        # Without a monitor, top-1 is the newest epoch: one file, overwritten each epoch.
-        callbacks=[ModelCheckpoint(dirpath=files.checkpoint.parent, filename=files.checkpoint.stem, save_top_k=1,
-                                   enable_version_counter=False)],
+        # Without the experiment's progress line, no bar at all: Lightning would add its own.
+        enable_progress_bar=progress is not None,
+        callbacks=[checkpoint, *([progress] if progress else [])],
     )
 
 
@@ -470,10 +544,11 @@ def select_experiments(config: Config, only: list[str] | None) -> list[Experimen
 
 
 def train_all(config: Config, only: list[str] | None = None, force: bool = False,
-              show_progress: bool = True) -> list[ExperimentResult | ExperimentFailure]:
+              show_progress: bool = True, echo: Callable[[str], None] | None = None,
+              ) -> list[ExperimentResult | ExperimentFailure]:
     """Run the selected experiments in order. A failing one is reported and the rest go on;
     Ctrl-C stops them all. Every experiment is planned before the first one trains (see the
-    module docstring)."""
+    module docstring). Rank 0 passes each one's result line to `echo` as soon as it is known."""
     experiments = select_experiments(config, only)
     processes = resolve_world_size(config)
     layout = locate(resolve_data_root(config))
@@ -487,13 +562,16 @@ def train_all(config: Config, only: list[str] | None = None, force: bool = False
     outcomes: list[ExperimentResult | ExperimentFailure] = []
     for experiment, plan in zip(experiments, plans):
         try:
-            outcome = run_experiment(config, experiment, layout, records, fingerprint, force, plan)
+            outcome = run_experiment(config, experiment, layout, records, fingerprint, force, plan,
+                                     show_progress)
         except Interrupted:
             raise
         except MonkeyReportError as exc:
             outcome = ExperimentFailure(experiment.name, str(exc))
             _record_failure(RunFiles.of(config.runs_dir, experiment.name), outcome)
         outcomes.append(outcome)
+        if echo and is_global_zero():
+            echo(outcome.summary())
     return outcomes
 
 

@@ -53,7 +53,8 @@ def built(tmp_path_factory) -> dict:
     done = run_cli("build", "--config", str(config))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"two-process build: {time.perf_counter() - start:.1f} s")
-    return {"config": config, "data": data, "runs": tmp / "runs", "report": tmp / "report", "stdout": done.stdout}
+    return {"config": config, "data": data, "runs": tmp / "runs", "report": tmp / "report", "stdout": done.stdout,
+            "stderr": done.stderr}
 
 
 def validation_files(data: Path) -> list[str]:
@@ -117,10 +118,12 @@ def test_build_does_the_work_outside_training_once(built):
               if line.split(" ")[0] in ("eda", "train", "summaries", "render", "build")]
     assert stages == ["eda", "train", "summaries", "render", "build"]
     assert "2 trained, 0 failed" in built["stdout"]
+    for banner in ("GPU available", "TPU available", "Initializing distributed", "distributed_backend"):
+        assert banner not in built["stdout"] + built["stderr"], banner  # in train.log, or dropped (rank 1)
     for name in ("vanilla", "frozen"):
         run = built["runs"] / name
         assert sorted(p.name for p in run.iterdir()) == [
-            "checkpoints", "history.csv", "metrics.json", "predictions.csv", "run.json"]
+            "checkpoints", "history.csv", "metrics.json", "predictions.csv", "run.json", "train.log"]
         assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
     assert (built["report"] / "report.pdf").is_file() and (built["report"] / ".train.sha").is_file()
 

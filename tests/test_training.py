@@ -114,8 +114,8 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, dataset
     cfg = load_config(write_config(tmp_path, [VANILLA], dataset, epochs=3))
     real_trainer = training._trainer
 
-    def trainer_with_stop(config, run_dir):
-        trainer = real_trainer(config, run_dir)
+    def trainer_with_stop(*args):
+        trainer = real_trainer(*args)
         trainer.callbacks.append(_StopInSecondEpoch())
         return trainer
 

@@ -62,8 +62,26 @@ def test_template_edit_rebuilds_only_the_report(smoke, tmp_path):
     assert "eda unchanged, skipped" in out and "train unchanged, skipped" in out
     assert "summaries unchanged, skipped" in out and "render done" in out
     assert "Marcador de prueba editado." in pdf_text(smoke["report"] / "report.pdf")
-    print(f"render-only rebuild: {seconds:.1f} s")
-    assert seconds < 30  # about 7 s on an idle 2-core machine; generous for loaded CI
+    print(f"render-only rebuild: {seconds:.1f} s")  # a benchmark figure, not an assertion
 
     again, _ = run_build(smoke["config"], smoke["data"], smoke["report"], "--templates", str(templates))
     assert again.returncode == 0 and "render unchanged, skipped" in again.stdout
+
+
+def test_counts_in_the_text_are_those_of_the_images_used(smoke):
+    """The smoke profile validates on 6 images per class: the text counts those, and the
+    leaked ones among them, not the whole dataset's."""
+    import json
+
+    statistics = json.loads((smoke["report"] / "stats" / "stats.json").read_text())
+    (first, *_) = statistics["experiments"].values()
+    used, clean = first["n_val"], first["leak_free"]["accuracy"]["n"]
+    assert used == 60 and 0 < used - clean < 56
+    import re
+
+    html = (smoke["report"] / "report.html").read_text()
+    text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
+    assert f"Esta ejecución valida con {used} imágenes, de las cuales {used - clean} tienen esa copia" in text
+    assert f"Como {used - clean} de las {used} imágenes de validación usadas" in text
+    assert f"La validación sin duplicados cubre {clean} de las {used} imágenes" in text
+    assert "como máximo 6 imágenes por clase y partición: 60 de entrenamiento y 60 de validación" in text

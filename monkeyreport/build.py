@@ -37,7 +37,7 @@ def _training_stamp(config: Config, dataset_fingerprint: str) -> str:
     """Training inputs plus the state of every metrics.json: equal stamps, nothing to train."""
     files = []
     for exp in config.experiments:
-        metrics = config.runs_dir / exp.name / "metrics.json"
+        metrics = results.RunFiles.of(config.runs_dir, exp.name).metrics
         stat = metrics.stat() if metrics.is_file() else None
         files.append([exp.name, stat.st_size if stat else None, stat.st_mtime_ns if stat else None])
     return stable_hash(RESULTS_SCHEMA, config.experiments, config.seed, config.training, config.trainer,

@@ -46,10 +46,6 @@ class EdaOutcome:
     summary: dict[str, Any]
 
 
-def eda_path(config: Config) -> Path:
-    return config.report_dir / "eda" / "eda.json"
-
-
 def settings_hash(config: Config) -> str:
     """What, besides the data, decides the EDA output."""
     return stable_hash(EDA_SCHEMA, config.eda, config.data.max_image_pixels, config.seed, FIGURES)
@@ -61,7 +57,7 @@ def run_eda(config: Config, force: bool = False, show_progress: bool = True) -> 
     entries = list_files(layout)
     fp = fingerprint(layout, entries)
     settings = settings_hash(config)
-    out = eda_path(config)
+    out = results.ReportFiles(config.report_dir).eda
     previous = results.read_json_if_exists(out)
     if not force and _is_current(previous, fp, settings, config.report_dir):
         return EdaOutcome(out, True, previous)

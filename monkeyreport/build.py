@@ -1,4 +1,5 @@
-"""The pipeline: eda -> train -> model summaries -> render, each skipped when unchanged.
+"""The pipeline: eda -> train -> model summaries -> interpretation -> render, each skipped
+when unchanged.
 
 Failed experiments do not stop the build: they appear in the report as "falló" and the
 build reports them at the end (the CLI exits non-zero).
@@ -120,7 +121,15 @@ def build(config: Config, force: bool = False, templates_dir: Path | None = None
     say(f"summaries {'unchanged, skipped' if not written else 'written for ' + ', '.join(written)} "
         f"({time.perf_counter() - start:.1f} s) -> {report.models_dir}")
 
-    # Stage 4: the report.
+    # Stage 4: interpretation figures (top losses, Grad-CAM, leakage pairs), kept when current;
+    # a figure that cannot be drawn becomes a note in the report, not a failed build.
+    from monkeyreport.interpret import run_interpretation
+    from monkeyreport.project import templates_for
+
+    species_from = templates_dir or templates_for(Path.cwd())
+    say(run_interpretation(config, force=force, templates_dir=species_from).summary())
+
+    # Stage 5: the report.
     from monkeyreport.render import render
 
     rendered = render(config, "both", strict=False, templates_dir=templates_dir, force=force)

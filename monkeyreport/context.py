@@ -309,6 +309,55 @@ def architecture_entries(config: Config, rows: list[dict[str, Any]]) -> list[dic
     return sorted(archs, key=lambda a: order.get(a["family"], len(order)))
 
 
+def interpretation_view(config: Config, rows: list[dict[str, Any]],
+                        classes: list[dict[str, str]]) -> dict[str, Any]:
+    """The interpretation section from report/interpret/interpret.json (interpret.py): the
+    most confused pairs of each experiment (stats.json), the top-loss galleries, Grad-CAM and
+    the leakage pairs as figure entries. `figure_entries` numbers the figures that exist;
+    one without a file keeps `number` None and its `error`. `done` is False until the
+    interpretation stage has run."""
+    names = {c["code"]: c for c in classes}
+
+    def species(code: str) -> dict[str, str]:
+        return names.get(code, {"latin": code})
+
+    by_name = {r["name"]: r for r in rows}
+    confusions = [{"row": r, "pairs": [p | {"species": [species(c) for c in p["pair"]]}
+                                       for p in r["stats"]["most_confused"]]}
+                  for r in rows if r["status"] == "ok" and r["stats"]]
+    view: dict[str, Any] = {"done": False, "confusions": confusions, "galleries": [], "gradcam": None,
+                            "leakage": None}
+    data = results.read_json_if_exists(ReportFiles(config.report_dir).interpretation)
+    if not isinstance(data, dict):
+        return view
+
+    def figure(e: dict[str, Any], **facts: Any) -> dict[str, Any]:
+        src = e.get("file")
+        src = src if src and (config.report_dir / src).is_file() else None
+        return {"number": None, "src": src, "missing": "" if src else "interpretation", "absent": [],
+                "error": e.get("error", "")} | facts
+
+    view["done"] = True
+    for g in data.get("galleries", []):
+        if g["experiment"] in by_name:
+            items = [i | {"true_species": species(i["true"]), "predicted_species": species(i["predicted"])}
+                     for i in g["items"]]
+            view["galleries"].append(figure(g, row=by_name[g["experiment"]], roles=g["roles"], cells=items,
+                                            n_leaked=sum(i["leaked"] for i in items),
+                                            n_wrong=sum(i["true"] != i["predicted"] for i in items)))
+    cam = data.get("gradcam")
+    if cam:
+        panels = [p | {"row": by_name.get(p["experiment"])} for p in cam["panels"]]
+        view["gradcam"] = figure(cam, title=cam["title"], target_layer=cam["target_layer"], panels=panels,
+                                 random_weights=any(p["random_weights"] for p in panels),
+                                 failed=[p for p in panels if p["error"]],
+                                 n_species=len(cam["images"]))
+    leak = data.get("leakage")
+    if leak:
+        view["leakage"] = figure(leak, pairs=[p | {"species": species(p["class"])} for p in leak["pairs"]])
+    return view
+
+
 def _panel_title(row: dict[str, Any]) -> str:
     """An experiment's name inside a figure image (figures carry Spanish labels of their own)."""
     if not row["transfer"]:
@@ -317,12 +366,15 @@ def _panel_title(row: dict[str, Any]) -> str:
 
 
 def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any]],
-                   classes: list[dict[str, str]], architectures: list[dict[str, Any]]) -> dict[str, Any]:
+                   classes: list[dict[str, str]], architectures: list[dict[str, Any]],
+                   interpretation: dict[str, Any] | None = None) -> dict[str, Any]:
     """Draw (when changed) every report figure; return its facts keyed by role.
 
     Each entry has its number and `src` (None when it could not be drawn) and says why it
     is missing (`missing`: "model_summary", "eda" or "no_results"); the templates write
-    the captions and the notes.
+    the captions and the notes. The figures of `interpretation` (interpretation_view) that
+    have a file get their numbers here, in document order: the leakage pairs after the sample
+    grid, the galleries and Grad-CAM after the training curves.
     """
 
     report = ReportFiles(config.report_dir)
@@ -357,6 +409,9 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
     for key in ("class_distribution", "sample_grid"):
         rel = eda_figs.get(key)
         entry(key, next(number), rel if rel and (report_dir / rel).is_file() else None, "eda")
+    leakage = (interpretation or {}).get("leakage")
+    if leakage and leakage["src"]:
+        leakage["number"] = next(number)
     diagrams += [diagram(a) for a in architectures if a["family"] not in SECTION_FAMILIES]
     entries["diagrams"] = diagrams
 
@@ -382,6 +437,10 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
         rel = "figures/training_curves.png"
         draw_if_changed(report_dir / rel, inputs_digest(histories), "training_curves", histories)
     entry("curves", next(number), rel, "no_results")
+    if interpretation:
+        for f in [*interpretation["galleries"], interpretation["gradcam"]]:
+            if f and f["src"]:
+                f["number"] = next(number)
     return entries
 
 
@@ -410,6 +469,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
     classes = class_entries(eda, species_table(templates_dir))
     architectures = architecture_entries(config, rows)
     per_class = per_class_view(rows, classes)
+    interpretation = interpretation_view(config, rows, classes)
     leakage = eda["duplicates"]["n_validation_files_in_cross_split_groups"]
     tests = mcnemar_rows(rows, statistics)
     done = [r for r in rows if r["status"] == "ok"]
@@ -464,7 +524,8 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "unreadable_results": [r for r in rows if r["status"] == "unreadable"],
         "findings": findings(rows, tests, len(classes), leaked_used,
                              per_class["shared"] if per_class else [], statistics.get("parameters")),
-        "figures": figure_entries(config, eda, rows, classes, architectures),
+        "figures": figure_entries(config, eda, rows, classes, architectures, interpretation),
+        "interpretation": interpretation,
         "versions": done[0]["run"].versions if done else {},
         "fingerprint": eda.get("dataset_fingerprint", ""),
         "original": {"results": [ORIGINAL_RESULTS.get((r["architecture"], r["frozen"] and r["architecture"] != "vanilla_cnn"))

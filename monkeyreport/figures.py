@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -289,4 +290,101 @@ def training_curves(histories: Sequence[tuple[str, Sequence[dict[str, float]]]],
     labels.append("Accuracy valid. (eje derecho)")
     fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
+    save(fig, path)
+
+
+# ----------------------------------------------------------------------------- interpretation
+# Drawn by the interpretation stage (interpret.py), after training; render only reads them.
+
+LEAK_COLOR = "#c0392b"
+
+
+def _photo_axis(ax, image, frame: str | None = None) -> None:
+    ax.imshow(image)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(frame is not None)
+        if frame:
+            spine.set_edgecolor(frame)
+            spine.set_linewidth(3)
+
+
+def top_losses_gallery(cells: Sequence[tuple[Image.Image, str, str, float, bool]], path: Path,
+                       ncols: int = 4) -> None:
+    """The validation images with the highest loss: true and predicted species, predicted
+    probability; images with a copy in training framed in red and marked."""
+    nrows = max(1, math.ceil(len(cells) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(2.3 * ncols, 2.95 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, (image, true, predicted, probability, leaked) in zip(axes.flat, cells):
+        ax.set_axis_on()
+        _photo_axis(ax, _center_square(image), LEAK_COLOR if leaked else None)
+        label = (f"Real: $\\it{{{_math_text(true)}}}$\nPred.: $\\it{{{_math_text(predicted)}}}$\n"
+                 f"p = {spanish_format.decimal(probability, 2)}")
+        if leaked:
+            label += "\n(copia en entrenamiento)"
+        ax.set_xlabel(label, fontsize=7.5, color=LEAK_COLOR if leaked else "black", linespacing=1.3)
+    fig.subplots_adjust(wspace=0.08, hspace=0.42)
+    save(fig, path)
+
+
+def _math_text(text: str) -> str:
+    """A species name inside $\\it{...}$: spaces kept."""
+    return text.replace(" ", "\\ ")
+
+
+def grad_cam_grid(species: Sequence[str], images: Sequence[np.ndarray],
+                  columns: Sequence[tuple[str, Sequence[np.ndarray], Sequence[tuple[str, float]]]],
+                  path: Path, per_block: int = 5) -> None:
+    """One validation image per species (its name above) with the Grad-CAM heat map of each
+    model over it, one row per model, and the model's prediction and probability below.
+    `images` (the plain crops) are not drawn: the heat map keeps the image visible."""
+    blocks = [range(i, min(i + per_block, len(species))) for i in range(0, len(species), per_block)]
+    rows_per_block = len(columns) + 1  # the last row of a block: a spacer before the next
+    nrows = rows_per_block * len(blocks) - 1
+    ratios = ([1.0] * len(columns) + [0.1]) * len(blocks)
+    fig, axes = plt.subplots(nrows, per_block, figsize=(1.6 * per_block, 2.0 * sum(ratios[:nrows])),
+                             squeeze=False, gridspec_kw={"height_ratios": ratios[:nrows]})
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for b, block in enumerate(blocks):
+        top = b * rows_per_block
+        for c, k in enumerate(block):
+            for r, (title, overlays, predicted) in enumerate(columns):
+                ax = axes[top + r, c]
+                ax.set_axis_on()
+                _photo_axis(ax, overlays[k])
+                if r == 0:
+                    ax.set_title(species[k], fontsize=8, style="italic")
+                name, probability = predicted[k]
+                ax.set_xlabel(f"Pred. ({spanish_format.decimal(probability, 2)}):\n$\\it{{{_math_text(name)}}}$",
+                              fontsize=7.5, linespacing=1.2)
+        for r, (title, _, _) in enumerate(columns):
+            axes[top + r, 0].set_ylabel(title, fontsize=8.5, weight="bold")
+    fig.subplots_adjust(wspace=0.06, hspace=0.42)
+    save(fig, path)
+
+
+def leakage_pairs(cells: Sequence[tuple[Image.Image, Image.Image, str, str, str]], path: Path) -> None:
+    """Training/validation duplicate pairs side by side, two pairs per row."""
+    per_row = 2
+    nrows = max(1, math.ceil(len(cells) / per_row))
+    fig, axes = plt.subplots(nrows, 2 * per_row, figsize=(2.3 * 2 * per_row, 2.75 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for i, (train, val, species, train_name, val_name) in enumerate(cells):
+        r, c = divmod(i, per_row)
+        for j, (image, split, name) in enumerate(((train, "Entrenamiento", train_name),
+                                                 (val, "Validación", val_name))):
+            ax = axes[r, 2 * c + j]
+            ax.set_axis_on()
+            _photo_axis(ax, _center_square(image), SPLIT_COLORS["training" if j == 0 else "validation"])
+            ax.set_title(f"{split}\n{name}", fontsize=8)
+            if j == 0:
+                ax.set_xlabel(f"$\\it{{{_math_text(species)}}}$", fontsize=8, loc="right")
+                ax.xaxis.set_label_coords(1.03, -0.05)
+                ax.xaxis.label.set_ha("center")
+    fig.subplots_adjust(wspace=0.06, hspace=0.35)
     save(fig, path)

@@ -166,6 +166,16 @@ class ReportFiles:
     def figures_dir(self) -> Path:
         return self.report_dir / "figures"
 
+    @property
+    def interpret_dir(self) -> Path:
+        """The interpretation stage's figures (interpret.py): top losses, Grad-CAM, leakage."""
+        return self.report_dir / "interpret"
+
+    @property
+    def interpretation(self) -> Path:
+        """What each interpretation figure shows, or why it is missing (interpret.py)."""
+        return self.interpret_dir / "interpret.json"
+
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
 

@@ -35,8 +35,8 @@ def smoke(tmp_path_factory, shared_dataset) -> dict:
 
 def test_smoke_build_end_to_end(smoke):
     lines = [line for line in smoke["output"].splitlines() if line.split(" ")[0] in
-             ("eda", "train", "summaries", "render", "build")]
-    assert [line.split(" ")[0] for line in lines] == ["eda", "train", "summaries", "render", "build"], lines
+             ("eda", "train", "summaries", "interpretation", "render", "build")]
+    assert [line.split(" ")[0] for line in lines] == ["eda", "train", "summaries", "interpretation", "render", "build"], lines
     text = pdf_text(smoke["report"] / "report.pdf")
     for heading in SPEC_HEADINGS:
         assert heading in text, heading
@@ -60,7 +60,8 @@ def test_template_edit_rebuilds_only_the_report(smoke, tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
     assert "eda unchanged, skipped" in out and "train unchanged, skipped" in out
-    assert "summaries unchanged, skipped" in out and "render done" in out
+    assert "summaries unchanged, skipped" in out and "interpretation unchanged, skipped" in out
+    assert "render done" in out
     assert "Marcador de prueba editado." in pdf_text(smoke["report"] / "report.pdf")
     print(f"render-only rebuild: {seconds:.1f} s")  # a benchmark figure, not an assertion
 

@@ -115,8 +115,8 @@ def test_each_row_holds_its_own_images_prediction(built, experiment):
 
 def test_build_does_the_work_outside_training_once(built):
     stages = [line.split(" ")[0] for line in built["stdout"].splitlines()
-              if line.split(" ")[0] in ("eda", "train", "summaries", "render", "build")]
-    assert stages == ["eda", "train", "summaries", "render", "build"]
+              if line.split(" ")[0] in ("eda", "train", "summaries", "interpretation", "render", "build")]
+    assert stages == ["eda", "train", "summaries", "interpretation", "render", "build"]
     assert "2 trained, 0 failed" in built["stdout"]
     for banner in ("GPU available", "TPU available", "Initializing distributed", "distributed_backend"):
         assert banner not in built["stdout"] + built["stderr"], banner  # in train.log, or dropped (rank 1)

@@ -1,0 +1,428 @@
+"""Interpretation stage: where the networks fail and what they look at.
+
+Runs after training, reads only result files (runs/<experiment>/, report/eda/eda.json) and
+the dataset's images, and writes report/interpret/: `interpret.json` (what each figure
+shows, or why it is missing) and the figures themselves:
+
+- top losses: the validation images with the highest loss, -log p(true class) taken from
+  predictions.csv, of the best experiment and of the baseline (vanilla_cnn);
+- Grad-CAM (package grad-cam) of the best transfer-learning architecture, frozen and
+  fine-tuned side by side, one validation image per species;
+- leakage: training/validation duplicate pairs (eda.json groups with `cross_split`).
+
+The stage is skipped while the digest of its inputs is unchanged; one explanation failing
+records its reason in the JSON and leaves the other figures intact. `render` only reads
+what is here (context.interpretation_view), so it never imports torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from monkeyreport import results
+from monkeyreport.config import Config, ExperimentConfig, resolve_data_root
+from monkeyreport.errors import MonkeyReportError
+from monkeyreport.results import Predictions, ReportFiles, RunFiles, RunMetrics
+from monkeyreport.stats import leaked_validation_files, rank_key
+
+INTERPRET_SCHEMA = 1  # bump when interpret.json changes meaning
+TOP_LOSSES = 12  # images per top-loss gallery
+LEAKAGE_PAIRS = 4  # training/validation pairs shown
+BASELINE = "vanilla_cnn"
+
+
+def _last_conv(backbone: Any) -> Any:
+    from torch import nn
+
+    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1]
+
+
+# Grad-CAM target layer per architecture: the last convolutional stage of the backbone
+# (`model.backbone` of models.Classifier), as (name shown in the report, getter). Unlisted
+# architectures use their last Conv2d (the name is then empty).
+TARGET_LAYERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "vanilla_cnn": ("backbone[6]", lambda b: b[6]),
+    "alexnet": ("features[10]", lambda b: b[0][10]),
+    "resnet34": ("layer4", lambda b: b.layer4),
+    "efficientnet_b0": ("conv_head", lambda b: b.conv_head),
+    "efficientnet_lite0": ("conv_head", lambda b: b.conv_head),
+}
+
+
+@dataclass
+class InterpretOutcome:
+    path: Path
+    skipped: bool
+    seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if self.skipped:
+            return f"interpretation unchanged, skipped -> {self.path}"
+        state = (f"{len(self.problems)} figure(s) missing: {'; '.join(self.problems)}" if self.problems
+                 else "all figures drawn")
+        return f"interpretation done in {self.seconds:.1f} s, {state} -> {self.path}"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _stat(path: Path) -> list[int] | None:
+    try:
+        s = path.stat()
+    except OSError:
+        return None
+    return [s.st_mtime_ns, s.st_size]
+
+
+def inputs_digest(config: Config, names: dict[str, str] | None = None) -> str:
+    """What the stage's output depends on: the run files (mtime and size), eda.json, the
+    config (not where its outputs go: the files themselves are digested) and the code that
+    draws (this module and figures.py); `names`, the species names drawn in the figures."""
+    code = Path(__file__).read_bytes() + (Path(__file__).parent / "figures.py").read_bytes()
+    parts: list[Any] = [INTERPRET_SCHEMA, hashlib.sha256(code).hexdigest(),
+                        {k: v for k, v in dataclasses.asdict(config).items() if k not in ("source", "output")},
+                        str(resolve_data_root(config)), _stat(ReportFiles(config.report_dir).eda), names]
+    for exp in config.experiments:
+        files = RunFiles.of(config.runs_dir, exp.name)
+        parts.append([exp.name] + [_stat(p) for p in (files.metrics, files.predictions, files.checkpoint,
+                                                      files.started)])
+    payload = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    experiment: ExperimentConfig
+    files: RunFiles
+    metrics: RunMetrics
+
+
+def finished_runs(config: Config) -> list[FinishedRun]:
+    runs = []
+    for exp in config.experiments:
+        files = RunFiles.of(config.runs_dir, exp.name)
+        if not files.metrics.is_file():
+            continue
+        try:
+            runs.append(FinishedRun(exp, files, RunMetrics.read(files.metrics)))
+        except Exception:  # noqa: BLE001 - an unreadable metrics file: the run is left out
+            continue
+    return runs
+
+
+def _best(runs: list[FinishedRun]) -> FinishedRun | None:
+    return max(runs, key=lambda r: rank_key(r.metrics.accuracy, r.metrics.macro_f1), default=None)
+
+
+def _error(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+# ----------------------------------------------------------------------------- top losses
+
+
+def top_losses(predictions: Predictions, n: int = TOP_LOSSES) -> list[dict[str, Any]]:
+    """The `n` validation rows with the highest loss -log p(true class), highest first
+    (ties by file order)."""
+    p_true = predictions.probabilities[np.arange(len(predictions.files)), predictions.true]
+    loss = -np.log(np.clip(p_true, 1e-12, None))
+    order = sorted(range(len(loss)), key=lambda i: (-loss[i], i))[:n]
+    return [{"file": predictions.files[i], "true": predictions.classes[predictions.true[i]],
+             "predicted": predictions.classes[predictions.predicted[i]],
+             "probability": float(predictions.probabilities[i, predictions.predicted[i]]),
+             "p_true": float(p_true[i]), "loss": float(loss[i])} for i in order]
+
+
+def _gallery(run: FinishedRun, roles: list[str], image_root: Path, leaked: set[str],
+             names: dict[str, str], out_dir: Path, report_dir: Path) -> dict[str, Any]:
+    entry: dict[str, Any] = {"experiment": run.experiment.name, "roles": roles, "file": None, "error": "",
+                             "items": []}
+    try:
+        from monkeyreport import figures
+        from monkeyreport.data import load_rgb
+
+        items = top_losses(Predictions.read(run.files.predictions))
+        for item in items:
+            item["leaked"] = item["file"] in leaked
+        cells = [(load_rgb(image_root / item["file"], min_size=256), names.get(item["true"], item["true"]),
+                  names.get(item["predicted"], item["predicted"]), item["probability"], item["leaked"])
+                 for item in items]
+        path = out_dir / f"top_losses_{run.experiment.name}.jpg"
+        figures.top_losses_gallery(cells, path)
+        entry |= {"items": items, "file": path.relative_to(report_dir).as_posix(),
+                  "n_leaked": sum(i["leaked"] for i in items)}
+    except Exception as exc:  # noqa: BLE001 - recorded; the other figures go on
+        entry["error"] = _error(exc)
+    return entry
+
+
+# ----------------------------------------------------------------------------- Grad-CAM
+
+
+def load_model(run: FinishedRun, trains_on_features: bool):
+    """Rebuild the final model of a run from its checkpoint: the whole Classifier of a
+    fine-tuned run, or for a frozen run trained on cached features, the backbone from the
+    same pretrained source and the head from the checkpoint."""
+    import torch
+
+    from monkeyreport.models import create
+
+    m = run.metrics
+    source = run.experiment.pretrained if trains_on_features else "none"
+    created = create(m.architecture, len(m.classes), source, frozen=m.frozen)
+    checkpoint = torch.load(run.files.checkpoint, map_location="cpu", weights_only=True)
+    state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
+    target = created.model.head if trains_on_features else created.model
+    target.load_state_dict(state)
+    model = created.model.eval()
+    model.requires_grad_(True)  # Grad-CAM needs gradients, also through a frozen backbone
+    for module in model.modules():
+        if getattr(module, "inplace", False) is True:
+            module.inplace = False  # in-place activations would overwrite the hooked tensors
+    return model
+
+
+def grad_cam_maps(model: Any, architecture: str, batch: Any, targets: list[int]) -> np.ndarray:
+    """Class-activation maps (N, H, W) in [0, 1] of `batch` for the given classes."""
+    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    _, pick = TARGET_LAYERS.get(architecture, ("", _last_conv))
+    with GradCAM(model=model, target_layers=[pick(model.backbone)]) as cam:
+        return cam(input_tensor=batch, targets=[ClassifierOutputTarget(t) for t in targets])
+
+
+def overlay(image: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """The heat map of `cam` over the uint8 RGB `image` (grad-cam's own blending)."""
+    from pytorch_grad_cam.utils.image import show_cam_on_image
+
+    return show_cam_on_image(image.astype(np.float32) / 255, cam, use_rgb=True, image_weight=0.55)
+
+
+def _cam_images(run: FinishedRun, chosen: list[dict[str, Any]], image_root: Path,
+                trains_on_features: bool) -> tuple[list[np.ndarray], list[np.ndarray], list[dict[str, Any]]]:
+    import torch
+
+    from monkeyreport.data import load_rgb
+    from monkeyreport.datamodule import Preprocessing
+
+    pre = run.metrics.preprocessing
+    preprocessing = Preprocessing(pre.resize, pre.crop, tuple(pre.mean), tuple(pre.std))
+    transform = preprocessing.crop_transform()
+    crops = torch.stack([transform(load_rgb(image_root / c["file"], min_size=pre.resize)) for c in chosen])
+    batch = preprocessing.normalize(crops)
+    model = load_model(run, trains_on_features)
+    targets = [run.metrics.classes.index(c["class"]) for c in chosen]
+    maps = grad_cam_maps(model, run.metrics.architecture, batch, targets)
+    with torch.no_grad():
+        probs = torch.softmax(model(batch), dim=1).numpy()
+    rgb = [c.permute(1, 2, 0).numpy() for c in crops]
+    predicted = [{"predicted": run.metrics.classes[int(p.argmax())], "probability": float(p.max()),
+                  "p_true": float(p[t])} for p, t in zip(probs, targets)]
+    return rgb, list(maps), predicted
+
+
+def _one_per_species(predictions: Predictions, leaked: set[str]) -> list[dict[str, Any]]:
+    """The first validation image of each species without a copy in training (else the first)."""
+    chosen = []
+    for k, code in enumerate(predictions.classes):
+        files = [f for f, t in zip(predictions.files, predictions.true) if t == k]
+        clean = [f for f in files if f not in leaked]
+        if files:
+            chosen.append({"file": (clean or files)[0], "class": code})
+    return chosen
+
+
+def _grad_cam(runs: list[FinishedRun], image_root: Path, leaked: set[str], names: dict[str, str],
+              out_dir: Path, report_dir: Path) -> dict[str, Any] | None:
+    transfer = [r for r in runs if r.metrics.architecture != BASELINE]
+    best = _best(transfer)
+    if best is None:
+        return None
+    arch = best.metrics.architecture
+    members = sorted((r for r in transfer if r.metrics.architecture == arch), key=lambda r: not r.metrics.frozen)
+    entry: dict[str, Any] = {"architecture": arch, "title": best.metrics.architecture_title,
+                             "target_layer": TARGET_LAYERS.get(arch, ("",))[0],
+                             "file": None, "error": "", "images": [], "panels": []}
+    try:
+        chosen = _one_per_species(Predictions.read(best.files.predictions), leaked)
+        entry["images"] = chosen
+        columns = []
+        rgb = None
+        for run in members:
+            panel = {"experiment": run.experiment.name, "frozen": run.metrics.frozen,
+                     "pretrained": run.metrics.pretrained, "random_weights": run.metrics.pretrained == "none",
+                     "error": "", "predictions": []}
+            try:
+                started = results.read_json_if_exists(run.files.started) or {}
+                crops, maps, predicted = _cam_images(run, chosen, image_root,
+                                                     bool(started.get("trains_on_features", False)))
+                rgb = rgb or crops
+                panel["predictions"] = predicted
+                columns.append(("Backbone congelado" if run.metrics.frozen else "Fine-tuning",
+                                [overlay(image, m) for image, m in zip(crops, maps)],
+                                [(names.get(p["predicted"], p["predicted"]), p["probability"]) for p in predicted]))
+            except Exception as exc:  # noqa: BLE001 - this model's panel is missing, the other stays
+                panel["error"] = _error(exc)
+            entry["panels"].append(panel)
+        if not columns:
+            entry["error"] = "; ".join(f"{p['experiment']}: {p['error']}" for p in entry["panels"])
+            return entry
+        from monkeyreport import figures
+
+        path = out_dir / f"gradcam_{arch}.jpg"
+        figures.grad_cam_grid([names.get(c["class"], c["class"]) for c in chosen], rgb, columns, path)
+        entry["file"] = path.relative_to(report_dir).as_posix()
+    except Exception as exc:  # noqa: BLE001
+        entry["error"] = _error(exc)
+    return entry
+
+
+# ----------------------------------------------------------------------------- leakage
+
+
+def leakage_pairs(eda: dict[str, Any], n: int = LEAKAGE_PAIRS) -> list[dict[str, Any]]:
+    """Up to `n` training/validation duplicate pairs, exact copies first, varied species."""
+    pairs = []
+    for g in eda["duplicates"]["groups"]:
+        if not g["cross_split"]:
+            continue
+        train = next(f for f in g["files"] if f["split"] == "training")
+        val = next(f for f in g["files"] if f["split"] == "validation")
+        pairs.append({"training": train["file"], "validation": val["file"], "class": val["class"],
+                      "kind": g["kind"]})
+    pairs.sort(key=lambda p: p["kind"] != "exact")
+    chosen, seen = [], set()
+    for p in pairs:  # one per species first, then the rest
+        if p["class"] not in seen:
+            chosen.append(p)
+            seen.add(p["class"])
+    chosen += [p for p in pairs if p not in chosen]
+    return chosen[:n]
+
+
+def _leakage(eda: dict[str, Any], image_root: Path, names: dict[str, str], out_dir: Path,
+             report_dir: Path) -> dict[str, Any] | None:
+    pairs = leakage_pairs(eda)
+    if not pairs:
+        return None
+    entry: dict[str, Any] = {"pairs": pairs, "file": None, "error": ""}
+    try:
+        from monkeyreport import figures
+        from monkeyreport.data import load_rgb
+
+        cells = [(load_rgb(image_root / p["training"], min_size=256), load_rgb(image_root / p["validation"], min_size=256),
+                  names.get(p["class"], p["class"]), Path(p["training"]).name, Path(p["validation"]).name)
+                 for p in pairs]
+        path = out_dir / "leakage_pairs.jpg"
+        figures.leakage_pairs(cells, path)
+        entry["file"] = path.relative_to(report_dir).as_posix()
+    except Exception as exc:  # noqa: BLE001
+        entry["error"] = _error(exc)
+    return entry
+
+
+# ----------------------------------------------------------------------------- the stage
+
+
+def _image_root(config: Config, eda: dict[str, Any]) -> Path:
+    """The dataset layout root that predictions.csv and eda.json name files from."""
+    from monkeyreport.data import locate
+
+    try:
+        return locate(resolve_data_root(config)).root
+    except Exception:  # noqa: BLE001 - no dataset at hand: where the EDA found it
+        return Path(eda.get("dataset_root", resolve_data_root(config)))
+
+
+def species_names(eda: dict[str, Any], templates_dir: Path | None = None) -> dict[str, str]:
+    """Code -> Latin name as the report writes it: the templates' species table (the folder's
+    own templates/ or the packaged ones), else the dataset's labels."""
+    from monkeyreport.context import class_entries, species_table
+    from monkeyreport.project import templates_for
+
+    table = species_table(templates_dir or templates_for(Path.cwd()))
+    return {c["code"]: c["latin"] for c in class_entries(eda, table)}
+
+
+def run_interpretation(config: Config, force: bool = False,
+                       templates_dir: Path | None = None) -> InterpretOutcome:
+    """Write report/interpret/ unless its inputs are unchanged; never stops on one failure.
+    `templates_dir`: where the species table is (default: as `render` finds its templates)."""
+    report = ReportFiles(config.report_dir)
+    out_path = report.interpretation
+    if not report.eda.is_file():
+        raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
+    eda = results.read_json(report.eda)
+    names = species_names(eda, templates_dir)
+    digest = inputs_digest(config, names)
+    previous = results.read_json_if_exists(out_path) if out_path.is_file() else None
+    if not force and previous and previous.get("digest") == digest and all(
+            (config.report_dir / f).is_file() for f in _files(previous)):
+        return InterpretOutcome(out_path, skipped=True)
+    start = time.perf_counter()
+    leaked = leaked_validation_files(eda)
+    image_root = _image_root(config, eda)
+    out_dir = report.interpret_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    runs = finished_runs(config)
+    import torch
+
+    threads = torch.get_num_threads()
+    # One thread: these few small batches gain nothing from more, and on a busy machine torch's
+    # spinning worker threads made a Grad-CAM pass 20 times slower.
+    torch.set_num_threads(1)
+    try:
+        data = _explain(config, runs, eda, names, leaked, image_root, out_dir, digest)
+    finally:
+        torch.set_num_threads(threads)
+    results.write_json(out_path, data)
+    return InterpretOutcome(out_path, skipped=False, seconds=time.perf_counter() - start,
+                            problems=_problems(data))
+
+
+def _explain(config: Config, runs: list[FinishedRun], eda: dict[str, Any], names: dict[str, str],
+             leaked: set[str], image_root: Path, out_dir: Path, digest: str) -> dict[str, Any]:
+    galleries = []
+    best = _best(runs)
+    baseline = next((r for r in runs if r.metrics.architecture == BASELINE), None)
+    for run in [r for i, r in enumerate((best, baseline)) if r is not None and (i == 0 or r is not best)]:
+        roles = [role for role, r in (("best", best), ("baseline", baseline)) if r is run]
+        galleries.append(_gallery(run, roles, image_root, leaked, names, out_dir, config.report_dir))
+    data = {
+        "schema": INTERPRET_SCHEMA,
+        "digest": digest,
+        "galleries": galleries,
+        "gradcam": _grad_cam(runs, image_root, leaked, names, out_dir, config.report_dir),
+        "leakage": _leakage(eda, image_root, names, out_dir, config.report_dir),
+    }
+    return data
+
+
+def _problems(data: dict[str, Any]) -> list[str]:
+    """One English line per figure or panel that could not be made."""
+    problems = [f"top losses of {g['experiment']}: {g['error']}" for g in data["galleries"] if g["error"]]
+    if data["gradcam"]:
+        problems += [f"Grad-CAM of {p['experiment']}: {p['error']}" for p in data["gradcam"]["panels"] if p["error"]]
+        if data["gradcam"]["error"] and not any(p["error"] for p in data["gradcam"]["panels"]):
+            problems.append(f"Grad-CAM: {data['gradcam']['error']}")
+    if data["leakage"] and data["leakage"]["error"]:
+        problems.append(f"leakage pairs: {data['leakage']['error']}")
+    return problems
+
+
+def _files(data: dict[str, Any]) -> list[str]:
+    entries = [*data.get("galleries", []), data.get("gradcam"), data.get("leakage")]
+    return [e["file"] for e in entries if e and e.get("file")]

@@ -1,0 +1,183 @@
+"""The interpretation stage: top-loss galleries, Grad-CAM, leakage pairs, skip/redo, failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monkeyreport import interpret
+from monkeyreport.config import load_config
+from monkeyreport.eda import run_eda
+from monkeyreport.interpret import grad_cam_maps, run_interpretation, top_losses
+from monkeyreport.models import create
+from monkeyreport.results import Predictions, ReportFiles, RunFiles
+from monkeyreport.training import train_all
+
+from conftest import make_dataset
+from test_training import write_config
+
+EXPERIMENTS = [
+    {"name": "vanilla", "architecture": "vanilla_cnn", "pretrained": "none"},
+    {"name": "lite0_frozen", "architecture": "efficientnet_lite0", "frozen": True, "pretrained": "none"},
+    {"name": "lite0_tuned", "architecture": "efficientnet_lite0", "pretrained": "none"},
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny dataset with one validation image copied from training, its EDA and three
+    finished runs (the frozen one trained on cached features: its checkpoint is the head)."""
+    root = tmp_path_factory.mktemp("interp")
+    data = make_dataset(root / "d", per_class=(6, 4))
+    shutil.copy(data / "training/training/n1/n1t000.jpg", data / "validation/validation/n1/n1v_copy.jpg")
+    cfg = load_config(write_config(root, EXPERIMENTS, data, resize=72, crop=64))
+    run_eda(cfg, show_progress=False)
+    train_all(cfg, show_progress=False)
+    for e in EXPERIMENTS:
+        assert RunFiles.of(cfg.runs_dir, e["name"]).metrics.is_file(), e["name"]
+    outcome = run_interpretation(cfg)  # drawn for real once; tests that run it again stub drawing
+    assert not outcome.skipped and not outcome.problems, outcome.summary()
+    return cfg
+
+
+@pytest.fixture
+def fast_figures(monkeypatch):
+    """Drawing stubbed out (a few bytes per figure): the stage's logic without matplotlib's time."""
+    from monkeyreport import figures
+
+    for name in ("top_losses_gallery", "grad_cam_grid", "leakage_pairs"):
+        monkeypatch.setattr(figures, name, lambda *args: Path(args[-1]).write_bytes(b"stub"))
+
+
+@pytest.fixture
+def project(trained, tmp_path):
+    """A private copy of the trained project (runs, report), so tests may damage it."""
+    cfg = trained
+    runs, report = tmp_path / "runs", tmp_path / "report"
+    shutil.copytree(cfg.runs_dir, runs)
+    shutil.copytree(cfg.report_dir, report)
+    import dataclasses
+
+    return dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, runs_dir=str(runs),
+                                                                report_dir=str(report)))
+
+
+def read_interpretation(cfg) -> dict:
+    return json.loads(ReportFiles(cfg.report_dir).interpretation.read_text())
+
+
+def test_top_losses_are_the_highest_loss_rows_of_predictions(project):
+    assert run_interpretation(project).skipped  # the copy keeps every input's mtime
+    data = read_interpretation(project)
+    galleries = {g["experiment"]: g for g in data["galleries"]}
+    assert "vanilla" in galleries  # the baseline always has its gallery
+    for name, g in galleries.items():
+        assert (project.report_dir / g["file"]).is_file() and g["file"].endswith(".jpg")
+        p = Predictions.read(RunFiles.of(project.runs_dir, name).predictions)
+        loss = -np.log(p.probabilities[np.arange(len(p.files)), p.true])
+        expected = [p.files[i] for i in np.argsort(-loss, kind="stable")[:len(g["items"])]]
+        assert [i["file"] for i in g["items"]] == expected
+        assert len(g["items"]) >= 8
+        for item in g["items"]:
+            row = p.files.index(item["file"])
+            assert item["loss"] == pytest.approx(loss[row], rel=1e-6)
+            assert item["predicted"] == p.classes[p.predicted[row]]
+            assert item["probability"] == pytest.approx(p.probabilities[row, p.predicted[row]])
+            assert item["leaked"] == (item["file"] == "validation/validation/n1/n1v_copy.jpg")
+
+
+def test_top_losses_orders_by_minus_log_probability_of_the_true_class():
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.5, 0.5]])
+    p = Predictions(["a", "b", "c", "d"], ["x", "y"], np.array([0, 0, 1, 1]), probs.argmax(1), probs)
+    rows = top_losses(p, n=3)
+    assert [r["file"] for r in rows] == ["b", "c", "d"]
+    assert rows[0]["loss"] == pytest.approx(-np.log(0.2)) and rows[0]["predicted"] == "y"
+    assert rows[0]["probability"] == pytest.approx(0.8)
+
+
+def test_grad_cam_has_the_image_shape_and_is_not_constant():
+    torch.manual_seed(0)
+    model = create("vanilla_cnn", 3).model.eval()
+    image = torch.rand(1, 3, 64, 48)
+    maps = grad_cam_maps(model, "vanilla_cnn", image, [1])
+    assert maps.shape == (1, 64, 48)
+    assert np.isfinite(maps).all() and maps.std() > 0 and maps.min() >= 0 and maps.max() <= 1
+
+
+def test_grad_cam_compares_frozen_and_finetuned_and_leakage_pairs_are_drawn(project):
+    data = read_interpretation(project)
+    cam = data["gradcam"]
+    assert cam["architecture"] == "efficientnet_lite0" and cam["target_layer"] == "conv_head"
+    assert [p["experiment"] for p in cam["panels"]] == ["lite0_frozen", "lite0_tuned"]
+    assert all(p["random_weights"] and not p["error"] for p in cam["panels"])
+    assert [i["class"] for i in cam["images"]] == ["n0", "n1", "n2"]
+    assert "n1v_copy" not in " ".join(i["file"] for i in cam["images"])  # never a leaked image
+    assert (project.report_dir / cam["file"]).is_file()
+    (pair,) = data["leakage"]["pairs"]
+    assert pair["validation"].endswith("n1v_copy.jpg") and pair["training"].endswith("n1t000.jpg")
+    assert (project.report_dir / data["leakage"]["file"]).is_file()
+
+
+def test_stage_is_skipped_while_inputs_are_unchanged_and_redone_when_they_change(project, fast_figures):
+    assert run_interpretation(project).skipped
+    (project.report_dir / "eda" / "eda.json").touch()
+    assert not run_interpretation(project).skipped
+    again = run_interpretation(project)
+    assert again.skipped and "skipped" in again.summary()
+    assert not run_interpretation(project, force=True).skipped
+    predictions = RunFiles.of(project.runs_dir, "vanilla").predictions
+    stat = predictions.stat()
+    os.utime(predictions, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert not run_interpretation(project).skipped
+    assert run_interpretation(project).skipped
+    figure = project.report_dir / read_interpretation(project)["gradcam"]["file"]
+    figure.unlink()  # an output gone: drawn again
+    assert not run_interpretation(project).skipped and figure.is_file()
+
+
+def test_a_damaged_checkpoint_marks_its_panel_missing_and_leaves_the_rest(project, fast_figures):
+    RunFiles.of(project.runs_dir, "lite0_tuned").checkpoint.write_bytes(b"not a checkpoint")
+    outcome = run_interpretation(project)
+    assert len(outcome.problems) == 1 and "lite0_tuned" in outcome.problems[0]
+    data = read_interpretation(project)
+    tuned, frozen = sorted(data["gradcam"]["panels"], key=lambda p: p["frozen"])
+    assert tuned["error"] and not frozen["error"]
+    assert (project.report_dir / data["gradcam"]["file"]).is_file()  # the frozen panel alone
+    assert all(g["file"] and not g["error"] for g in data["galleries"])
+    assert data["leakage"]["file"]
+
+
+def test_missing_images_mark_every_figure_missing_without_stopping(project, monkeypatch, fast_figures):
+    monkeypatch.setattr(interpret, "_image_root", lambda config, eda: Path("/nonexistent"))
+    outcome = run_interpretation(project, force=True)
+    data = read_interpretation(project)
+    assert outcome.problems and not outcome.skipped
+    assert all(g["file"] is None and g["error"] for g in data["galleries"])
+    assert data["gradcam"]["file"] is None and data["leakage"]["file"] is None
+
+
+def test_report_numbers_cites_and_notes_the_interpretation_figures(project, fast_figures):
+    from typer.testing import CliRunner
+
+    from monkeyreport.cli import app
+
+    RunFiles.of(project.runs_dir, "lite0_tuned").checkpoint.write_bytes(b"not a checkpoint")
+    run_interpretation(project)
+    config_file = Path(project.source)
+    text = config_file.read_text().replace(str(config_file.parent / "report"), str(project.report_dir)) \
+        .replace(str(config_file.parent / "runs"), str(project.runs_dir))
+    moved = Path(project.report_dir).parent / "moved.toml"
+    moved.write_text(text)
+    result = CliRunner().invoke(app, ["render", "--config", str(moved), "--format", "html"])
+    assert result.exit_code == 0, result.output
+    html = (Path(project.report_dir) / "report.html").read_text()
+    assert "Interpretación de los modelos" in html
+    assert 'src="interpret/leakage_pairs.jpg"' in html and 'src="interpret/top_losses_vanilla.jpg"' in html
+    assert 'src="interpret/gradcam_efficientnet_lite0.jpg"' in html
+    assert "No se pudo calcular el mapa" in html and "pesos de partida eran aleatorios" in html

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -67,3 +69,11 @@ def make_dataset(root: Path, per_class: tuple[int, int] = (4, 2), doubled: bool 
 @pytest.fixture
 def tiny_dataset(tmp_path: Path) -> Path:
     return make_dataset(tmp_path / "monkeys")
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, seconds: float = 120) -> None:
+    """Wait until `process` has written `path`; fail if it ended first or time ran out."""
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None and time.monotonic() < deadline, f"{path} was never written"
+        time.sleep(0.05)

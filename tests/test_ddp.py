@@ -25,7 +25,7 @@ from monkeyreport.datamodule import DecodedImages, Preprocessing, Sample
 from monkeyreport.models import create
 from monkeyreport.training import plan_experiment, resolve_world_size
 
-from conftest import make_dataset
+from conftest import make_dataset, wait_for_file
 from test_training import VANILLA, read_csv, write_config
 
 MONKEYREPORT = str(Path(sys.executable).parent / "monkeyreport")
@@ -151,10 +151,7 @@ def test_a_killed_two_process_run_resumes_from_its_checkpoint(tmp_path):
                                stderr=subprocess.DEVNULL, start_new_session=True)
     run = tmp_path / "runs" / "vanilla"
     checkpoint = run / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.05)
+    wait_for_file(checkpoint, process)
     time.sleep(0.3)
     os.killpg(process.pid, signal.SIGKILL)  # both processes, no handler runs
     process.wait()

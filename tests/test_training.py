@@ -17,7 +17,7 @@ from monkeyreport.config import load_config
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.training import ExperimentFailure, Interrupted, train_all
 
-from conftest import make_dataset
+from conftest import make_dataset, wait_for_file
 
 VANILLA = {"name": "vanilla", "architecture": "vanilla_cnn"}
 
@@ -195,10 +195,7 @@ def test_killed_run_leaves_complete_files_and_the_rerun_resumes(tmp_path, datase
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run = tmp_path / "runs" / "vanilla"
     checkpoint = run / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not checkpoint.exists():
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint was written"
-        time.sleep(0.05)
+    wait_for_file(checkpoint, process)
     time.sleep(0.3)
     process.kill()  # SIGKILL: no handler runs
     process.wait()

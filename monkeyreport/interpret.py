@@ -367,7 +367,7 @@ def run_interpretation(config: Config, force: bool = False,
     eda = results.read_json(report.eda)
     names = species_names(eda, templates_dir)
     digest = inputs_digest(config, names)
-    previous = results.read_json_if_exists(out_path) if out_path.is_file() else None
+    previous = results.read_json_if_exists(out_path)
     if not force and previous and previous.get("digest") == digest and all(
             (config.report_dir / f).is_file() for f in _files(previous)):
         return InterpretOutcome(out_path, skipped=True)

@@ -27,7 +27,7 @@ HOLDER_NAME = ".monkeyreport.lock.json"  # who holds the lock, for the waiting m
 
 
 def _holder(folder: Path) -> str:
-    info = results.read_json_if_exists(folder / HOLDER_NAME) if (folder / HOLDER_NAME).is_file() else None
+    info = results.read_json_if_exists(folder / HOLDER_NAME)
     if not isinstance(info, dict):
         return "another monkeyreport process"
     return f"monkeyreport process {info.get('pid')} ({info.get('command')}, since {info.get('started')})"

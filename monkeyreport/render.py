@@ -8,7 +8,6 @@ only holds the results.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import re
 import traceback
 import urllib.parse
@@ -189,24 +188,15 @@ def write_pdf(html: str, report_dir: Path, templates_dir: Path, path: Path) -> N
 
 def _inputs_digest(config: Config, templates_dir: Path, fmt: str) -> str:
     """Everything the rendered report depends on, for skipping an unchanged render."""
-    h = hashlib.sha256()
-    for module in RENDER_MODULES:
-        h.update((Path(__file__).parent / module).read_bytes())
-    h.update(fmt.encode())
-    h.update(repr(dataclasses.asdict(config)).encode())
-    if config.source and Path(config.source).is_file():
-        h.update(Path(config.source).read_bytes())
-    files = sorted(p for p in templates_dir.rglob("*") if p.is_file())
     report = ReportFiles(config.report_dir)
-    files += [report.eda, report.statistics, *sorted(report.models_dir.glob("*.json"))]
+    files = [*sorted(p for p in templates_dir.rglob("*") if p.is_file()), report.eda, report.statistics,
+             *sorted(report.models_dir.glob("*.json"))]
     for exp in config.experiments:
         run = RunFiles.of(config.runs_dir, exp.name)
         files += [run.metrics, run.failed, run.history, run.predictions]
-    for p in files:
-        h.update(str(p).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()[:16]
+    code = [(Path(__file__).parent / module).read_bytes() for module in RENDER_MODULES]
+    source = Path(config.source).read_bytes() if config.source and Path(config.source).is_file() else b""
+    return results.files_digest(files, *code, fmt.encode(), repr(dataclasses.asdict(config)).encode(), source)
 
 
 def render(config: Config, fmt: str = "both", strict: bool = False, templates_dir: Path | None = None,

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 
@@ -78,6 +79,19 @@ def read_json(path: Path) -> Any:
 
 def read_json_if_exists(path: Path) -> Any | None:
     return read_json(path) if path.is_file() else None
+
+
+def files_digest(paths: Iterable[Path], *parts: bytes) -> str:
+    """A digest of `parts` and of each path with its bytes (a missing file counts by name):
+    equal digests, equal inputs. Stages that skip unchanged work compare it with a stored one."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    for path in paths:
+        h.update(str(path).encode())
+        if path.is_file():
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- the contract

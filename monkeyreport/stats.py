@@ -19,7 +19,6 @@ predictions.csv equals metrics.json.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
@@ -234,15 +233,11 @@ def parameter_trend(runs: dict[str, RunMetrics]) -> dict[str, Any] | None:
 
 
 def _inputs_digest(config: Config) -> str:
-    h = hashlib.sha256(f"{STATS_SCHEMA}:{N_RESAMPLES}:{CONFIDENCE}:{config.seed}".encode())
-    h.update(Path(__file__).read_bytes())  # a change to these statistics recomputes them
-    for path in [ReportFiles(config.report_dir).eda] + [
-            p for e in config.experiments for p in (RunFiles.of(config.runs_dir, e.name).metrics,
-                                                     RunFiles.of(config.runs_dir, e.name).predictions)]:
-        h.update(str(path).encode())
-        if path.is_file():
-            h.update(path.read_bytes())
-    return h.hexdigest()[:16]
+    runs = [RunFiles.of(config.runs_dir, e.name) for e in config.experiments]
+    return results.files_digest(
+        [ReportFiles(config.report_dir).eda, *(p for run in runs for p in (run.metrics, run.predictions))],
+        f"{STATS_SCHEMA}:{N_RESAMPLES}:{CONFIDENCE}:{config.seed}".encode(),
+        Path(__file__).read_bytes())  # a change to these statistics recomputes them
 
 
 def compute(config: Config) -> dict[str, Any]:

@@ -8,6 +8,7 @@ to do (no dataset, no split folders, no images) raise `DataError`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -16,11 +17,11 @@ import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import imagehash
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
 from monkeyreport.errors import DataError
@@ -326,11 +327,23 @@ def _decode(image: Image.Image, min_size: int | None) -> Image.Image:
     """Load (at reduced JPEG scale when `min_size` allows), apply EXIF orientation, make RGB."""
     if min_size is not None:
         image.draft("RGB", (min_size, min_size))
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _truncation_is_an_error():
         warnings.simplefilter("ignore")
         image.load()
         oriented = ImageOps.exif_transpose(image)
     return to_rgb(oriented)
+
+
+@contextlib.contextmanager
+def _truncation_is_an_error() -> Iterator[None]:
+    """Importing WeasyPrint sets PIL's process-wide ImageFile.LOAD_TRUNCATED_IMAGES, after
+    which a cut-short JPEG decodes silently into grey; here it must stay an error."""
+    previous = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = previous
 
 
 def load_rgb(path: Path, min_size: int | None = None, max_pixels: int = 60_000_000) -> Image.Image:

@@ -178,3 +178,17 @@ def test_load_rgb_names_the_file_when_it_fails(tmp_path):
 def test_parallel_probe_matches_serial(shared_dataset):
     entries = list_files(locate(shared_dataset))[:120]
     assert probe_all(entries, LIMIT, workers=2) == probe_all(entries, LIMIT, workers=1)
+
+
+def test_truncated_image_stays_an_error_after_weasyprint_is_imported(tmp_path):
+    """WeasyPrint turns on PIL's process-wide LOAD_TRUNCATED_IMAGES when imported (render
+    does that); decoding for the dataset must still refuse a cut-short file."""
+    import weasyprint  # noqa: F401
+    from PIL import ImageFile
+
+    assert ImageFile.LOAD_TRUNCATED_IMAGES
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(jpeg_bytes(noise_image(1, (300, 200)))[:1500])
+    with pytest.raises(DataError, match="truncated"):
+        load_rgb(path)
+    assert ImageFile.LOAD_TRUNCATED_IMAGES  # left as WeasyPrint wants it

@@ -10,7 +10,7 @@ BIN   := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-BENCH_CONFIG ?= configs/offline.toml
+BENCH_CONFIG ?= configs/monkeyreport.toml
 BENCH_FLAGS  ?=
 
 .PHONY: install test eda train report bench clean
@@ -37,7 +37,7 @@ train: install
 report: install
 	$(BIN)/monkeyreport build --config $(CONFIG) $(DATA_FLAG)
 
-# Plain path vs optimised path vs compute floor; writes benchmarks/results.md.
+# fp32 vs the CPU fast path vs the plain step loop, per experiment; writes benchmarks/results.md.
 bench: install
 	$(BIN)/python benchmarks/bench.py --config $(BENCH_CONFIG) $(DATA_FLAG) $(BENCH_FLAGS)
 

@@ -82,12 +82,15 @@ class TrainerConfig:
 
     accelerator: str = "auto"
     devices: Union[int, str, list[int]] = "auto"
-    precision: str = "32-true"
+    precision: str = "auto"  # "auto": measured per architecture on a CPU, else "32-true" (fast_path.py)
     strategy: str = "auto"
     num_nodes: int = 1
+    memory_format: str = "auto"  # "auto": channels_last on a CPU; "channels_last"; "contiguous"
 
     def validate(self) -> None:
         _require(self.num_nodes >= 1, "trainer.num_nodes", "must be >= 1")
+        _require(self.memory_format in ("auto", "channels_last", "contiguous"), "trainer.memory_format",
+                 'must be "auto", "channels_last" or "contiguous"')
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,13 @@ def _to_console(line: str) -> None:
     sys.stderr.flush()
 
 
+def notice(line: str) -> None:
+    """A line worth seeing once (a choice made for this machine): on the console and in the
+    run log that `lightning_output_to` attaches."""
+    log.info(line)
+    _to_console(line)
+
+
 def _notices() -> logging.Logger:
     """The "monkeyreport" logger: warnings as one line `warning: ...` on the console; its info
     records reach only the run log that `lightning_output_to` attaches."""

@@ -251,14 +251,16 @@ class MonkeyDataModule(L.LightningDataModule):
     With `cache_dir`, images are decoded once into the image cache: in `prepare_data`, which
     Lightning runs in one process per node while the others wait, and `setup` (every process)
     only opens it. Without it (the plain path), every epoch decodes every JPEG again.
-    `predict_splits` are the splits `predict_dataloader` serves, in that order.
+    `predict_splits` are the splits `predict_dataloader` serves, in that order. With
+    `channels_last`, batches arrive in that memory format (for a model converted to it).
     """
 
     def __init__(self, train: list[Sample], val: list[Sample], preprocessing: Preprocessing,
                  batch_size: int, num_workers: int, max_pixels: int,
                  cache_dir: Path | None = None, dataset_fingerprint: str = "", seed: int = 0,
-                 predict_splits: tuple[str, ...] = ("val",)) -> None:
+                 predict_splits: tuple[str, ...] = ("val",), channels_last: bool = False) -> None:
         super().__init__()
+        self.channels_last = channels_last
         self.seed = seed
         self.train_samples = train
         self.val_samples = val
@@ -313,7 +315,8 @@ class MonkeyDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         x, y, index = batch
-        return self.preprocessing.normalize(x), y, index
+        x = self.preprocessing.normalize(x)
+        return (x.contiguous(memory_format=torch.channels_last) if self.channels_last else x), y, index
 
 
 class FeatureDataModule(L.LightningDataModule):

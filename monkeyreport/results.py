@@ -260,6 +260,7 @@ class RunMetrics:
     world_size: int = 1
     resumed: bool = False
     trainer: dict[str, Any] = field(default_factory=dict)
+    compute: dict[str, Any] = field(default_factory=dict)  # fast_path.ComputeSetting of the run
     config_hash: str = ""
     dataset_fingerprint: str = ""
     schema: int = RESULTS_SCHEMA

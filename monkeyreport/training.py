@@ -59,11 +59,12 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
-from monkeyreport import results
+from monkeyreport import fast_path, results
+from monkeyreport.fast_path import ComputeSetting
 from monkeyreport.results import (HISTORY_COLUMNS, RESULTS_SCHEMA, HeadRecord, PreprocessingRecord, RunFiles,
                                   RunMetrics)
 from monkeyreport.config import Config, ExperimentConfig, resolve_data_root, stable_hash
-from monkeyreport.console import ExperimentProgress, lightning_output_to, log, progress_line
+from monkeyreport.console import ExperimentProgress, lightning_output_to, log, notice, progress_line
 from monkeyreport.data import DatasetLayout, ImageRecord, list_files, locate, scan
 from monkeyreport.data import fingerprint as fingerprint_dataset
 from monkeyreport.datamodule import (
@@ -173,7 +174,10 @@ class ExperimentResult:
 
     def summary(self) -> str:
         m = self.metrics
-        state = "unchanged, skipped" if self.skipped else f"{m['epochs']} epochs in {m['train_seconds']:.1f} s on {m['device']}"
+        compute = m.get("compute") or {}
+        how = f", {compute['memory_format'].replace('_', '-')} {compute['precision']}" if compute else ""
+        state = ("unchanged, skipped" if self.skipped
+                 else f"{m['epochs']} epochs in {m['train_seconds']:.1f} s on {m['device']}{how}")
         return (f"{self.name}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
                 f"({state}) -> {self.run_dir}")
 
@@ -194,7 +198,7 @@ def experiment_hash(config: Config, experiment: ExperimentConfig) -> str:
     t = config.training
     return stable_hash(RESULTS_SCHEMA, experiment, config.seed, t.epochs, t.batch_size,
                        t.learning_rate, t.resize, t.crop, t.max_images_per_class,
-                       config.trainer.precision)
+                       config.trainer.precision, config.trainer.memory_format)
 
 
 def plan_experiment(config: Config, experiment: ExperimentConfig, dataset_fingerprint: str,
@@ -261,8 +265,8 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
     """Train and evaluate one experiment, or reuse its finished results. `plan` defaults to
     one made now (`train_all` makes all of them first: see the module docstring). Lightning's
     output goes to its train.log, written by rank 0 like every result."""
-    plan = plan or plan_experiment(config, experiment, dataset_fingerprint,
-                                   resolve_world_size(config), force)
+    placement = resolve_placement(config)
+    plan = plan or plan_experiment(config, experiment, dataset_fingerprint, placement.world_size, force)
     files = RunFiles.of(config.runs_dir, experiment.name)
     if plan.finished:
         return ExperimentResult(experiment.name, files.run_dir, True, results.read_json(files.metrics))
@@ -271,17 +275,54 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
     with (lightning_output_to(files.log if writes else None),
           progress_line(experiment.name, show_progress and writes) as progress):
         log.info(f"{experiment.name}: {f'resuming from {files.checkpoint}' if plan.resume else 'fresh start'}")
+        setting = compute_setting(config, experiment, len(layout.classes), placement,
+                                  announce=show_progress and writes)
         return _train_and_evaluate(config, experiment, layout, records, dataset_fingerprint, plan, files,
-                                   progress)
+                                   setting, progress)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the runs compute, as Lightning resolves `[trainer]` and the launch environment."""
+
+    world_size: int  # processes training together; it multiplies the effective batch
+    device_type: str  # "cpu", "cuda", "mps", ...
+
+
+def compute_setting(config: Config, experiment: ExperimentConfig, num_classes: int, placement: Placement,
+                    announce: bool = False) -> ComputeSetting:
+    """Memory format and precision of the experiment's network pass: its training steps, or
+    for a frozen run on features the feature pass (the head on features trains in fp32).
+    A choice measured just now is announced when `announce`."""
+    t = config.training
+    kind: fast_path.Pass = "features" if experiment.frozen and t.feature_cache else "training"
+
+    def measure(precision: str) -> float:
+        with torch.random.fork_rng():  # a throwaway model: the run's random stream stays as it was
+            model = create(experiment.architecture, num_classes, "none", experiment.frozen).model
+            return fast_path.seconds_per_step(model.backbone if kind == "features" else model, kind,
+                                              t.batch_size, t.crop, num_classes, precision)
+
+    key = fast_path.pass_key(experiment.architecture, kind, experiment.frozen, t.batch_size, t.crop)
+    setting, measured = fast_path.choose(config.trainer.precision, config.trainer.memory_format,
+                                         placement.device_type, placement.world_size, measure,
+                                         config.runs_dir / "cache" / fast_path.CACHE_NAME, key)
+    if measured and announce:
+        timings = ", ".join(f"{p} {s:.2f} s" for p, s in setting.seconds_per_step.items())
+        notice(f"{experiment.architecture} ({kind}) on this CPU: {timings} per step -> "
+                      f"{setting.describe()}")
+    return setting
 
 
 def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: DatasetLayout,
                         records: list[ImageRecord], dataset_fingerprint: str, plan: Plan, files: RunFiles,
-                        progress: ExperimentProgress | None) -> ExperimentResult:
+                        setting: ComputeSetting, progress: ExperimentProgress | None) -> ExperimentResult:
     t = config.training
     on_features = experiment.frozen and t.feature_cache
     L.seed_everything(config.seed, workers=True, verbose=False)
     created = create(experiment.architecture, len(layout.classes), experiment.pretrained, experiment.frozen)
+    if setting.channels_last:
+        created.model.to(memory_format=torch.channels_last)
     preprocessing = Preprocessing(t.resize, t.crop, created.mean, created.std)
     images = MonkeyDataModule(
         select_samples(layout, records, "training", t.max_images_per_class, config.seed),
@@ -289,23 +330,26 @@ def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: Da
         preprocessing, t.batch_size, t.num_workers, config.data.max_image_pixels,
         cache_dir=config.runs_dir / "cache" if t.image_cache else None,
         dataset_fingerprint=dataset_fingerprint, seed=config.seed,
-        predict_splits=("train", "val") if on_features else ("val",),
+        predict_splits=("train", "val") if on_features else ("val",), channels_last=setting.channels_last,
     )
     start = time.perf_counter()
     if on_features:
-        datamodule: L.LightningDataModule = extract_features(config, created.model.backbone, images, progress)
+        datamodule: L.LightningDataModule = extract_features(config, created.model.backbone, images, setting,
+                                                             progress)
         module = LitClassifier(created.model.head, len(layout.classes), t.learning_rate)
+        head_precision = fast_path.FP32 if setting.chosen != "configured" else setting.precision
+        trainer = _trainer(config, files, head_precision, progress)
     else:
         datamodule = images
         module = LitClassifier(created.model, len(layout.classes), t.learning_rate)
-    trainer = _trainer(config, files, progress)
+        trainer = _trainer(config, files, setting.precision, progress)
     _fit(trainer, module, datamodule, files.checkpoint if plan.resume else None, experiment.name)
     train_seconds = time.perf_counter() - start
 
     probabilities, targets = _in_sample_order(trainer.predict(module, datamodule=datamodule),
                                               len(images.val_samples))
     metrics = _metrics(config, experiment, layout, created, module, plan.identity, probabilities, targets,
-                       train_seconds, str(trainer.strategy.root_device), images, plan.resume)
+                       train_seconds, str(trainer.strategy.root_device), images, plan.resume, setting)
     _write_results(files, module.history, images.val_samples, layout.class_codes, probabilities, metrics)
     return ExperimentResult(experiment.name, files.run_dir, False, metrics.to_dict())
 
@@ -338,7 +382,7 @@ class FeatureExtractor(L.LightningModule):
         return self.all_gather((self.backbone(x).float(), y, index))
 
 
-def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule,
+def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule, setting: ComputeSetting,
                      progress: ExperimentProgress | None = None) -> FeatureDataModule:
     """One eval-mode pass of the frozen backbone over training and validation images (the
     `predict_splits` of `images`), each image once, in sample order, in every process.
@@ -347,7 +391,7 @@ def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModu
     the whole network every epoch, because a frozen backbone in eval mode computes the same
     features each time, and the loaders draw their order from their own generators.
     """
-    trainer = L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(**_placement(config, setting.precision), logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=progress is not None,
                         callbacks=[progress] if progress else [])
     train, val = trainer.predict(FeatureExtractor(backbone.eval()), datamodule=images)
@@ -379,21 +423,22 @@ def _in_sample_order(batches: list[Batch], size: int) -> tuple[torch.Tensor, tor
     return outputs[keep], labels[keep]
 
 
-def _placement(config: Config) -> dict[str, Any]:
-    """Where and how to compute, from the config's [trainer] section (passed through)."""
+def _placement(config: Config, precision: str = fast_path.FP32) -> dict[str, Any]:
+    """Where and how to compute: the config's [trainer] section (passed through), with the
+    precision resolved (`compute_setting`)."""
     tc = config.trainer
-    return {"accelerator": tc.accelerator, "devices": tc.devices, "precision": tc.precision,
+    return {"accelerator": tc.accelerator, "devices": tc.devices, "precision": precision,
             "strategy": tc.strategy, "num_nodes": tc.num_nodes}
 
 
-def resolve_world_size(config: Config) -> int:
-    """How many processes train together (devices × nodes as Lightning resolves `[trainer]`
-    and the launch environment); it multiplies the effective batch. Building the Trainer
-    also gives this process its global rank for `rank_zero_only`. Its device banner goes
-    nowhere: every experiment's log has the same."""
+def resolve_placement(config: Config) -> Placement:
+    """Processes and device type as Lightning resolves `[trainer]` and the launch environment.
+    Building the Trainer also gives this process its global rank for `rank_zero_only`. Its
+    device banner goes nowhere: every experiment's log has the same."""
     with lightning_output_to(None):
-        return L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
-                         enable_progress_bar=False, enable_model_summary=False).world_size
+        trainer = L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False)
+    return Placement(trainer.world_size, trainer.strategy.root_device.type)
 
 
 def is_global_zero() -> bool:
@@ -403,12 +448,13 @@ def is_global_zero() -> bool:
     return rank_zero_only.rank == 0
 
 
-def _trainer(config: Config, files: RunFiles, progress: ExperimentProgress | None = None) -> L.Trainer:
+def _trainer(config: Config, files: RunFiles, precision: str,
+             progress: ExperimentProgress | None = None) -> L.Trainer:
     # Without a monitor, top-1 is the newest epoch: one file, overwritten each epoch.
     checkpoint = ModelCheckpoint(dirpath=files.checkpoint.parent, filename=files.checkpoint.stem, save_top_k=1,
                                  enable_version_counter=False)
     return L.Trainer(
-        **_placement(config),
+        **_placement(config, precision),
         max_epochs=config.training.epochs,
         default_root_dir=files.run_dir,
         logger=False,
@@ -441,7 +487,7 @@ def _fit(trainer: L.Trainer, module: LitClassifier, datamodule: L.LightningDataM
 def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout, created: Any,
              module: LitClassifier, identity: dict[str, Any], probabilities: torch.Tensor,
              targets: torch.Tensor, train_seconds: float, device: str,
-             images: MonkeyDataModule, resumed: bool) -> RunMetrics:
+             images: MonkeyDataModule, resumed: bool, setting: ComputeSetting) -> RunMetrics:
     n = len(layout.classes)
     preds = probabilities.argmax(dim=1)
     preprocessing = images.preprocessing
@@ -476,7 +522,9 @@ def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout
         learning_rate=config.training.learning_rate,
         preprocessing=PreprocessingRecord(preprocessing.resize, preprocessing.crop,
                                           tuple(preprocessing.mean), tuple(preprocessing.std)),
-        trainer={"accelerator": config.trainer.accelerator, "precision": config.trainer.precision},
+        trainer={"accelerator": config.trainer.accelerator, "precision": config.trainer.precision,
+                 "memory_format": config.trainer.memory_format},
+        compute=setting.to_record(),
         versions=library_versions(),
         **identity,
     )
@@ -550,7 +598,7 @@ def train_all(config: Config, only: list[str] | None = None, force: bool = False
     Ctrl-C stops them all. Every experiment is planned before the first one trains (see the
     module docstring). Rank 0 passes each one's result line to `echo` as soon as it is known."""
     experiments = select_experiments(config, only)
-    processes = resolve_world_size(config)
+    processes = resolve_placement(config).world_size
     layout = locate(resolve_data_root(config))
     entries = list_files(layout)
     fingerprint = fingerprint_dataset(layout, entries)

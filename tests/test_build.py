@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -48,6 +49,19 @@ def test_smoke_build_end_to_end(smoke):
     for arch in ("vanilla_cnn", "alexnet", "resnet34", "efficientnet_b0"):
         assert (smoke["report"] / "models" / f"{arch}.json").is_file()
     print(f"smoke build: {smoke['seconds']:.1f} s")
+
+
+def test_smoke_build_computes_on_the_cpu_fast_path_and_says_so(smoke):
+    """smoke.toml leaves precision and memory format to "auto": every run is channels-last
+    with a precision chosen for this CPU, and Cuadro 2 states each one."""
+    html = (smoke["report"] / "report.html").read_text()
+    words = {"32-true": "fp32", "bf16-mixed": "bf16 mixta"}
+    for run in sorted(smoke["runs"].glob("*/metrics.json")):
+        compute = json.loads(run.read_text())["compute"]
+        assert compute["memory_format"] == "channels_last"
+        assert compute["chosen"] in ("measured", "no native bf16")
+        assert f"<td>{words[compute['precision']]}, channels-last</td>" in html
+    assert "La columna «Cálculo» indica la precisión aritmética" in html
 
 
 def test_template_edit_rebuilds_only_the_report(smoke, tmp_path):

@@ -23,7 +23,7 @@ import torch
 from monkeyreport.config import load_config
 from monkeyreport.datamodule import DecodedImages, Preprocessing, Sample
 from monkeyreport.models import create
-from monkeyreport.training import plan_experiment, resolve_world_size
+from monkeyreport.training import plan_experiment, resolve_placement
 
 from conftest import make_dataset, wait_for_file
 from test_training import VANILLA, read_csv, write_config
@@ -131,7 +131,7 @@ def test_build_does_the_work_outside_training_once(built):
 def test_the_number_of_processes_identifies_finished_results(built, tmp_path):
     ddp = load_config(built["config"])
     one = load_config(write_config(tmp_path, [VANILLA], built["data"], epochs=2))
-    assert resolve_world_size(ddp) == 2 and resolve_world_size(one) == 1
+    assert resolve_placement(ddp).world_size == 2 and resolve_placement(one).world_size == 1
     metrics = json.loads((built["runs"] / "vanilla" / "metrics.json").read_text())
     fingerprint = metrics["dataset_fingerprint"]
     assert plan_experiment(ddp, ddp.experiments[0], fingerprint, 2).finished

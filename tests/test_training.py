@@ -25,7 +25,7 @@ VANILLA = {"name": "vanilla", "architecture": "vanilla_cnn"}
 def write_config(tmp_path: Path, experiments: list[dict], data: Path, **training) -> Path:
     settings = {"epochs": 1, "batch_size": 4, "resize": 40, "crop": 32, "num_workers": 0} | training
     lines = [f"[data]\nroot = '{data}'", f"[output]\nreport_dir = '{tmp_path / 'report'}'\n"
-             f"runs_dir = '{tmp_path / 'runs'}'", "[trainer]\naccelerator = 'cpu'\ndevices = 1", "[training]"]
+             f"runs_dir = '{tmp_path / 'runs'}'", "[trainer]\naccelerator = 'cpu'\ndevices = 1\nprecision = '32-true'", "[training]"]
     lines += [f"{k} = {v!r}" for k, v in settings.items()]
     for exp in experiments:
         lines.append("[[experiments]]")

@@ -13,7 +13,7 @@ DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 BENCH_CONFIG ?= configs/monkeyreport.toml
 BENCH_FLAGS  ?=
 
-.PHONY: install test eda train report bench clean
+.PHONY: install test eda train report bench bench-build clean
 
 install: $(STAMP)
 
@@ -40,6 +40,15 @@ report: install
 # fp32 vs the CPU fast path vs the plain step loop, per experiment; writes benchmarks/results.md.
 bench: install
 	$(BIN)/python benchmarks/bench.py --config $(BENCH_CONFIG) $(DATA_FLAG) $(BENCH_FLAGS)
+
+# The whole build of $(BENCH_CONFIG) from nothing, with random weights instead of downloads
+# (the same compute), into runs/bench and report/bench; prints its wall time.
+bench-build: install
+	rm -rf runs/bench report/bench && mkdir -p runs/bench
+	sed -e 's/= "imagenet"/= "none"/' -e 's|^report_dir = .*|report_dir = "report/bench"|' \
+	    -e 's|^runs_dir = .*|runs_dir = "runs/bench"|' $(BENCH_CONFIG) > runs/bench/config.toml
+	start=$$(date +%s); $(BIN)/monkeyreport build --config runs/bench/config.toml $(DATA_FLAG) \
+	    && echo "bench-build: $$(( $$(date +%s) - start )) s from nothing"
 
 clean:
 	rm -rf report runs

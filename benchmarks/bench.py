@@ -82,8 +82,15 @@ class Row:
     fp32: Run
     fast: Run
     measuring: float  # seconds of the fast path's measurement, before the fast run
-    loop_setting: str
-    loop: float  # seconds of the plain step loop at its best setting, same work as the runs
+    loop_estimates: dict[str, float]  # plain step loop seconds per setting, same work as the runs
+
+    @property
+    def loop_setting(self) -> str:
+        return min(self.loop_estimates, key=self.loop_estimates.__getitem__)
+
+    @property
+    def loop(self) -> float:
+        return self.loop_estimates[self.loop_setting]
 
     def cells(self) -> list[str]:
         return [self.experiment.name, "yes" if self.experiment.frozen else "no", str(self.epochs),
@@ -124,7 +131,7 @@ def main() -> None:
             print(_format_row(rows[-1]), flush=True)
     summary = _summary(rows, configured_epochs)
     print(*summary, sep="\n", flush=True)
-    results.write_text(args.out, _markdown(config, args, rows, summary))
+    results.write_text(args.out, _with_kept_notes(_markdown(config, args, rows, summary), args.out))
     print(f"wrote {args.out}", flush=True)
 
 
@@ -159,9 +166,9 @@ def bench_experiment(config: Config, experiment: ExperimentConfig, data: Dataset
     compute_setting(fast_config, experiment, len(data.layout.classes), resolve_placement(fast_config))
     measuring = time.perf_counter() - start
     fast = timed_run(fast_config, experiment, data)
-    loop_setting, loop = plain_loop(config, experiment, len(data.layout.classes), fp32.n_train, fp32.n_val,
+    estimates = plain_loop(config, experiment, len(data.layout.classes), fp32.n_train, fp32.n_val,
                                     loop_steps)
-    return Row(experiment, config.training.epochs, fp32, fast, measuring, loop_setting, loop)
+    return Row(experiment, config.training.epochs, fp32, fast, measuring, estimates)
 
 
 def timed_run(config: Config, experiment: ExperimentConfig, data: Dataset) -> Run:
@@ -187,13 +194,11 @@ def setting_name(memory_format: str, precision: str) -> str:
 
 
 def plain_loop(config: Config, experiment: ExperimentConfig, num_classes: int, n_train: int, n_val: int,
-               steps: int) -> tuple[str, float]:
-    """The fastest of the four settings for the plain step loop: its name and estimated seconds."""
-    estimates = {setting_name(layout, precision):
-                 loop_estimate(config, experiment, num_classes, n_train, n_val, layout, precision, steps)
-                 for layout in LAYOUTS for precision in PRECISIONS}
-    best = min(estimates, key=estimates.__getitem__)
-    return best, estimates[best]
+               steps: int) -> dict[str, float]:
+    """The plain step loop's estimated seconds in each of the four settings, by name."""
+    return {setting_name(layout, precision):
+            loop_estimate(config, experiment, num_classes, n_train, n_val, layout, precision, steps)
+            for layout in LAYOUTS for precision in PRECISIONS}
 
 
 def loop_estimate(config: Config, experiment: ExperimentConfig, num_classes: int, n_train: int, n_val: int,
@@ -277,8 +282,29 @@ def _markdown(config: Config, args: argparse.Namespace, rows: list[Row], summary
         "",
         *summary,
         "",
+        "The plain step loop in each setting (seconds, same work as above):",
+        "",
+        *_settings_table(rows),
+        "",
     ]
     return "\n".join(lines)
+
+
+KEPT = "<!-- Below this line: notes kept when bench.py rewrites the table above. -->"
+
+
+def _with_kept_notes(table: str, path: Path) -> str:
+    """The new table, followed by the notes of the file it replaces (build timings and the
+    like, measured by hand), which follow the KEPT line."""
+    old = path.read_text() if path.is_file() else ""
+    notes = old.partition(KEPT)[2].lstrip("\n")
+    return f"{table}\n{KEPT}\n\n{notes}" if notes else table
+
+
+def _settings_table(rows: list[Row]) -> list[str]:
+    names = [setting_name(layout, precision) for layout in LAYOUTS for precision in PRECISIONS]
+    return [f"| experiment | {' | '.join(names)} |", "|---|" + "---|" * len(names),
+            *(f"| {r.experiment.name} | {' | '.join(_seconds(r.loop_estimates[n]) for n in names)} |" for r in rows)]
 
 
 if __name__ == "__main__":

@@ -23,6 +23,10 @@ collective that all processes enter in the same order. So:
   decides the same: one that plans after the move finds no checkpoint, one that plans before
   it (another node) finds the same damage.
 
+Compute: each experiment's network pass (training, or a frozen run's feature pass) runs in
+the memory format and precision `compute_setting` picks: on a CPU, channels-last and the
+faster of fp32 and bf16 autocast measured for the architecture (fast_path.py).
+
 Console: per experiment a progress line on a terminal and a result line; Lightning's own
 output goes to runs/<experiment>/train.log (console.py).
 """
@@ -194,7 +198,9 @@ class Plan:
 
 def experiment_hash(config: Config, experiment: ExperimentConfig) -> str:
     """Everything in the config that changes an experiment's numbers (not where or how fast
-    it runs; the number of processes, which does, is in the identity beside it)."""
+    it runs; the number of processes, which does, is in the identity beside it). Precision
+    and memory format count as configured: what "auto" picks on this machine is recorded in
+    metrics.json, like the device, so a finished run is not redone to measure again."""
     t = config.training
     return stable_hash(RESULTS_SCHEMA, experiment, config.seed, t.epochs, t.batch_size,
                        t.learning_rate, t.resize, t.crop, t.max_images_per_class,
@@ -309,8 +315,7 @@ def compute_setting(config: Config, experiment: ExperimentConfig, num_classes: i
                                          config.runs_dir / "cache" / fast_path.CACHE_NAME, key)
     if measured and announce:
         timings = ", ".join(f"{p} {s:.2f} s" for p, s in setting.seconds_per_step.items())
-        notice(f"{experiment.architecture} ({kind}) on this CPU: {timings} per step -> "
-                      f"{setting.describe()}")
+        notice(f"{experiment.architecture} ({kind}) on this CPU: {timings} per step -> {setting.describe()}")
     return setting
 
 

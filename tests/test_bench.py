@@ -9,13 +9,17 @@ from test_training import write_config
 
 from monkeyreport import fast_path
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+import bench  # noqa: E402
+
 LOOP_SETTINGS = {f"{layout} {precision}" for layout in ("contiguous", "channels-last")
                  for precision in ("32-true", "bf16-mixed")}
 
 
-def cells_of(table: str, name: str) -> list[str]:
-    (row,) = [line for line in table.splitlines() if line.startswith(f"| {name} |")]
-    return [c.strip() for c in row.split("|")[1:-1]]
+def cells_of(table: str, name: str, which: int = 0) -> list[str]:
+    """The cells of `name`'s row in the main table (0) or in the per-setting table (1)."""
+    rows = [line for line in table.splitlines() if line.startswith(f"| {name} |")]
+    return [c.strip() for c in rows[which].split("|")[1:-1]]
 
 
 def interval(cell: str) -> tuple[float, float]:
@@ -35,11 +39,13 @@ def test_bench_compares_fp32_fast_path_and_plain_loop(tmp_path):
     frozen = {"name": "frozen", "architecture": "resnet34", "frozen": True}
     config = write_config(tmp_path, [{"name": "v", "architecture": "vanilla_cnn"}, frozen], data, epochs=5)
     out = tmp_path / "results.md"
+    out.write_text(f"an older table\n{bench.KEPT}\n\n## Build timings\nmeasured by hand\n")
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench.py"), "--config", str(config),
                            "--loop-steps", "1", "--out", str(out)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     table = out.read_text()
     assert "CPU cores" in table and "Machine:" in table and "native bf16:" in table
+    assert "an older table" not in table and table.endswith(f"{bench.KEPT}\n\n## Build timings\nmeasured by hand\n")
     native = fast_path.bf16_is_native()
     fp32_total = fast_total = 0.0
     for name, frozen_cell, measure in (("v", "no", "per epoch"), ("frozen", "yes", "total")):
@@ -55,6 +61,8 @@ def test_bench_compares_fp32_fast_path_and_plain_loop(tmp_path):
         assert layout == "channels-last"
         assert precision in (("32-true", "bf16-mixed") if native else ("32-true",))
         assert cells[10] in LOOP_SETTINGS
+        per_setting = cells_of(table, name, 1)[1:]
+        assert len(per_setting) == 4 and min(per_setting, key=float) == cells[9]
         accuracy_fp32, accuracy_fast = map(float, cells[12].split(" / "))
         assert 0 <= accuracy_fp32 <= 1 and 0 <= accuracy_fast <= 1
         fp32_total, fast_total = fp32_total + fp32, fast_total + fast

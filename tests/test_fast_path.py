@@ -3,6 +3,7 @@ chosen setting is what the run computes with and records."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from monkeyreport.config import load_config
 from monkeyreport.datamodule import MonkeyDataModule, Preprocessing
 from monkeyreport.fast_path import BF16, FP32, choose
 from monkeyreport.models import create
-from monkeyreport.training import train_all
+from monkeyreport.training import compute_setting, resolve_placement, train_all
 
 from test_training import VANILLA, dataset, write_config  # noqa: F401 (fixture)
 
@@ -137,3 +138,16 @@ def test_bf16_training_gives_sound_probabilities(tmp_path, dataset):
     for row in rows:
         probabilities = [float(v) for v in row.split(",")[3:]]
         assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_a_choice_measured_now_is_printed_once(tmp_path, dataset, native_bf16, monkeypatch, capsys):
+    monkeypatch.setattr(fast_path, "seconds_per_step", lambda *a, **k: {FP32: 1.0, BF16: 2.0}[a[5]])
+    config = load_config(write_config(tmp_path, [VANILLA], dataset))
+    config = dataclasses.replace(config, trainer=dataclasses.replace(config.trainer, precision="auto"))
+    placement = resolve_placement(config)
+    for _ in range(2):
+        setting = compute_setting(config, config.experiments[0], 3, placement, announce=True)
+    assert setting.precision == FP32
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["vanilla_cnn (training) on this CPU: 32-true 1.00 s, bf16-mixed 2.00 s per step -> "
+                     "channels-last, 32-true (measured)"]

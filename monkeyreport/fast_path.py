@@ -3,8 +3,9 @@
 On a CPU the speed of a network depends on its memory layout and on bf16 autocast, and
 which setting is fastest depends on the network and on the processor. Measured with this
 project's five architectures (benchmarks/results.md): channels-last (NHWC) was faster than
-the default layout for every one of them, in training and in inference, in fp32 and in
-bf16, on a Xeon with AMX and on one without; bf16 autocast made most of them 1,5–5× faster
+the default layout for nearly every one of them, in training and in inference, in fp32 and
+in bf16, on a Xeon with AMX and on one without (the exceptions were within measurement
+noise); bf16 autocast made most of them 1.5–5× faster
 with AMX and most of them slower without it (AVX-512 BF16 alone), with exceptions both ways.
 
 So, on a CPU and in one process:
@@ -38,7 +39,6 @@ from monkeyreport.errors import MonkeyReportError
 AUTO = "auto"
 FP32 = "32-true"
 BF16 = "bf16-mixed"
-MEMORY_FORMATS = (AUTO, "channels_last", "contiguous")
 Pass = Literal["training", "features"]  # a training step of the model, or a backbone forward
 CACHE_NAME = "fast_path.json"
 

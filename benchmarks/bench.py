@@ -179,7 +179,7 @@ def timed_run(config: Config, experiment: ExperimentConfig, data: Dataset) -> Ru
     m = outcome.metrics
     compute = m["compute"]
     seconds = total if experiment.frozen else statistics.fmean(_epoch_seconds(outcome.run_dir / "history.csv"))
-    return Run(seconds, m["accuracy"], setting_name(compute["memory_format"], compute["precision"]),
+    return Run(seconds, m["accuracy"], fast_path.setting_name(compute["memory_format"], compute["precision"]),
                m["n_train"], m["n_val"], m["device"])
 
 
@@ -188,15 +188,10 @@ def _epoch_seconds(history: Path) -> list[float]:
         return [float(row["seconds"]) for row in csv.DictReader(f)]
 
 
-def setting_name(memory_format: str, precision: str) -> str:
-    """"channels-last bf16-mixed", "contiguous 32-true", ..."""
-    return f"{memory_format.replace('_', '-')} {precision}"
-
-
 def plain_loop(config: Config, experiment: ExperimentConfig, num_classes: int, n_train: int, n_val: int,
                steps: int) -> dict[str, float]:
     """The plain step loop's estimated seconds in each of the four settings, by name."""
-    return {setting_name(layout, precision):
+    return {fast_path.setting_name(layout, precision):
             loop_estimate(config, experiment, num_classes, n_train, n_val, layout, precision, steps)
             for layout in LAYOUTS for precision in PRECISIONS}
 
@@ -302,7 +297,7 @@ def _with_kept_notes(table: str, path: Path) -> str:
 
 
 def _settings_table(rows: list[Row]) -> list[str]:
-    names = [setting_name(layout, precision) for layout in LAYOUTS for precision in PRECISIONS]
+    names = [fast_path.setting_name(layout, precision) for layout in LAYOUTS for precision in PRECISIONS]
     return [f"| experiment | {' | '.join(names)} |", "|---|" + "---|" * len(names),
             *(f"| {r.experiment.name} | {' | '.join(_seconds(r.loop_estimates[n]) for n in names)} |" for r in rows)]
 

@@ -65,6 +65,11 @@ class ComputeSetting:
         return asdict(self)
 
 
+def setting_name(memory_format: str, precision: str) -> str:
+    """A setting in the words of result lines and benchmarks: "channels-last bf16-mixed"."""
+    return f"{memory_format.replace('_', '-')} {precision}"
+
+
 def bf16_is_native() -> bool:
     """Whether this CPU has bf16 instructions (AVX-512 BF16 or AMX tiles)."""
     checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
@@ -94,14 +99,13 @@ def choose(precision: str, memory_format: str, device_type: str, world_size: int
     seconds per step of the pass with channels-last in that precision; `key` names the pass
     (architecture, kind, shape) in the machine's entry of `cache`.
     """
-    on_cpu_alone = device_type == "cpu" and world_size == 1
     if memory_format == AUTO:
         memory_format = "channels_last" if device_type == "cpu" else "contiguous"
     if precision != AUTO:
         return ComputeSetting(precision, memory_format, "configured"), False
     if device_type != "cpu":
         return ComputeSetting(FP32, memory_format, device_type), False
-    if not on_cpu_alone:
+    if world_size > 1:
         return ComputeSetting(FP32, memory_format, "several processes"), False
     if not bf16_is_native():
         return ComputeSetting(FP32, memory_format, "no native bf16"), False

@@ -179,7 +179,7 @@ class ExperimentResult:
     def summary(self) -> str:
         m = self.metrics
         compute = m.get("compute") or {}
-        how = f", {compute['memory_format'].replace('_', '-')} {compute['precision']}" if compute else ""
+        how = f", {fast_path.setting_name(compute['memory_format'], compute['precision'])}" if compute else ""
         state = ("unchanged, skipped" if self.skipped
                  else f"{m['epochs']} epochs in {m['train_seconds']:.1f} s on {m['device']}{how}")
         return (f"{self.name}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
@@ -267,11 +267,12 @@ def _set_aside(files: RunFiles, name: str, problem: str) -> None:
 def run_experiment(config: Config, experiment: ExperimentConfig, layout: DatasetLayout,
                    records: list[ImageRecord], dataset_fingerprint: str,
                    force: bool = False, plan: Plan | None = None,
-                   show_progress: bool = True) -> ExperimentResult:
+                   show_progress: bool = True, placement: Placement | None = None) -> ExperimentResult:
     """Train and evaluate one experiment, or reuse its finished results. `plan` defaults to
-    one made now (`train_all` makes all of them first: see the module docstring). Lightning's
+    one made now (`train_all` makes all of them first: see the module docstring), `placement`
+    one resolved now. Lightning's
     output goes to its train.log, written by rank 0 like every result."""
-    placement = resolve_placement(config)
+    placement = placement or resolve_placement(config)
     plan = plan or plan_experiment(config, experiment, dataset_fingerprint, placement.world_size, force)
     files = RunFiles.of(config.runs_dir, experiment.name)
     if plan.finished:
@@ -603,11 +604,11 @@ def train_all(config: Config, only: list[str] | None = None, force: bool = False
     Ctrl-C stops them all. Every experiment is planned before the first one trains (see the
     module docstring). Rank 0 passes each one's result line to `echo` as soon as it is known."""
     experiments = select_experiments(config, only)
-    processes = resolve_placement(config).world_size
+    placement = resolve_placement(config)
     layout = locate(resolve_data_root(config))
     entries = list_files(layout)
     fingerprint = fingerprint_dataset(layout, entries)
-    plans = [plan_experiment(config, e, fingerprint, processes, force) for e in experiments]
+    plans = [plan_experiment(config, e, fingerprint, placement.world_size, force) for e in experiments]
     records: list[ImageRecord] = []
     if not all(plan.finished for plan in plans):
         records = scan(layout, entries, config.data.max_image_pixels, config.eda.workers,
@@ -616,7 +617,7 @@ def train_all(config: Config, only: list[str] | None = None, force: bool = False
     for experiment, plan in zip(experiments, plans):
         try:
             outcome = run_experiment(config, experiment, layout, records, fingerprint, force, plan,
-                                     show_progress)
+                                     show_progress, placement)
         except Interrupted:
             raise
         except MonkeyReportError as exc:

@@ -13,7 +13,10 @@ DATA_FLAG := $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 BENCH_CONFIG ?= configs/monkeyreport.toml
 BENCH_FLAGS  ?=
 
-.PHONY: install test eda train report bench bench-build clean
+SOUNDNESS_CONFIG ?= configs/offline.toml
+SOUNDNESS_FLAGS  ?=
+
+.PHONY: install test eda train report bench bench-build soundness clean
 
 install: $(STAMP)
 
@@ -49,6 +52,10 @@ bench-build: install
 	    -e 's|^runs_dir = .*|runs_dir = "runs/bench"|' $(BENCH_CONFIG) > runs/bench/config.toml
 	start=$$(date +%s); $(BIN)/monkeyreport build --config runs/bench/config.toml $(DATA_FLAG) \
 	    && echo "bench-build: $$(( $$(date +%s) - start )) s from nothing"
+
+# fp32 against the fast path over five seeds (the config's epochs each); writes benchmarks/soundness.md.
+soundness: install
+	$(BIN)/python benchmarks/soundness.py --config $(SOUNDNESS_CONFIG) $(DATA_FLAG) $(SOUNDNESS_FLAGS)
 
 clean:
 	rm -rf report runs

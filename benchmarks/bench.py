@@ -115,14 +115,11 @@ def main() -> None:
     config = load_config(args.config).with_overrides(data_dir=data_dir_override(args.data_dir))
     configured_epochs = config.training.epochs
     experiments = [dataclasses.replace(e, pretrained="none") for e in select_experiments(config, args.only)]
-    layout = locate(resolve_data_root(config))
-    entries = list_files(layout)
-    data = Dataset(layout, scan(layout, entries, config.data.max_image_pixels, config.eda.workers),
-                   fingerprint(layout, entries))
+    data = load_dataset(config)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="monkeyreport-bench-") as tmp:
-        config = _with(config, "output", runs_dir=str(Path(tmp) / "runs"))
-        config = _with(config, "training", epochs=args.epochs)
+        config = with_section(config, "output", runs_dir=str(Path(tmp) / "runs"))
+        config = with_section(config, "training", epochs=args.epochs)
         cache_seconds = build_image_cache(config, data)
         print(f"image cache built in {_seconds(cache_seconds)} s", flush=True)
         print(*_table_head(), sep="\n", flush=True)
@@ -131,11 +128,19 @@ def main() -> None:
             print(_format_row(rows[-1]), flush=True)
     summary = _summary(rows, configured_epochs)
     print(*summary, sep="\n", flush=True)
-    results.write_text(args.out, _with_kept_notes(_markdown(config, args, rows, summary), args.out))
+    results.write_text(args.out, with_kept_notes(_markdown(config, args, rows, summary), args.out))
     print(f"wrote {args.out}", flush=True)
 
 
-def _with(config: Config, section: str, **changes: object) -> Config:
+def load_dataset(config: Config) -> Dataset:
+    """The configured dataset, located and scanned once for every run."""
+    layout = locate(resolve_data_root(config))
+    entries = list_files(layout)
+    return Dataset(layout, scan(layout, entries, config.data.max_image_pixels, config.eda.workers),
+                   fingerprint(layout, entries))
+
+
+def with_section(config: Config, section: str, **changes: object) -> Config:
     """`config` with fields of one section (`training`, `trainer`, `output`) changed."""
     return dataclasses.replace(config, **{section: dataclasses.replace(getattr(config, section), **changes)})
 
@@ -159,9 +164,9 @@ def build_image_cache(config: Config, data: Dataset) -> float:
 
 def bench_experiment(config: Config, experiment: ExperimentConfig, data: Dataset, loop_steps: int) -> Row:
     """The fp32 run, the fast path's measurement and run, and the plain loop of one experiment."""
-    fp32 = timed_run(_with(config, "trainer", precision=fast_path.FP32, memory_format="contiguous"),
+    fp32 = timed_run(with_section(config, "trainer", precision=fast_path.FP32, memory_format="contiguous"),
                      experiment, data)
-    fast_config = _with(config, "trainer", precision=fast_path.AUTO, memory_format=fast_path.AUTO)
+    fast_config = with_section(config, "trainer", precision=fast_path.AUTO, memory_format=fast_path.AUTO)
     start = time.perf_counter()
     compute_setting(fast_config, experiment, len(data.layout.classes), resolve_placement(fast_config))
     measuring = time.perf_counter() - start
@@ -248,7 +253,7 @@ def _summary(rows: list[Row], configured_epochs: int) -> list[str]:
     ]
 
 
-def _machine() -> str:
+def machine() -> str:
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return (f"{fast_path.cpu_model()} ({platform.machine()}), {os.cpu_count()} CPU cores{gpu}; "
             f"Python {platform.python_version()}, torch {torch.__version__} "
@@ -261,7 +266,7 @@ def _markdown(config: Config, args: argparse.Namespace, rows: list[Row], summary
         "# Benchmark: fp32, the CPU fast path and the plain step loop",
         "",
         f"- Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        f"- Machine: {_machine()}; native bf16: {'yes' if fast_path.bf16_is_native() else 'no'}",
+        f"- Machine: {machine()}; native bf16: {'yes' if fast_path.bf16_is_native() else 'no'}",
         f"- Config: `{args.config}` with random weights; crop {t.crop}, batch {t.batch_size}, "
         f"{t.epochs} epoch(s) per run; device used: {rows[0].fast.device if rows else '-'}",
         f"- Command: `{shlex.join(['python', 'benchmarks/bench.py', *sys.argv[1:]])}`",
@@ -288,7 +293,7 @@ def _markdown(config: Config, args: argparse.Namespace, rows: list[Row], summary
 KEPT = "<!-- Below this line: notes kept when bench.py rewrites the table above. -->"
 
 
-def _with_kept_notes(table: str, path: Path) -> str:
+def with_kept_notes(table: str, path: Path) -> str:
     """The new table, followed by the notes of the file it replaces (build timings and the
     like, measured by hand), which follow the KEPT line."""
     old = path.read_text() if path.is_file() else ""

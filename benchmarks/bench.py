@@ -290,7 +290,7 @@ def _markdown(config: Config, args: argparse.Namespace, rows: list[Row], summary
     return "\n".join(lines)
 
 
-KEPT = "<!-- Below this line: notes kept when bench.py rewrites the table above. -->"
+KEPT = "<!-- Below this line: notes kept when the benchmark rewrites the table above. -->"
 
 
 def with_kept_notes(table: str, path: Path) -> str:

@@ -254,10 +254,11 @@ def _summary(rows: list[Row], configured_epochs: int) -> list[str]:
 
 
 def machine() -> str:
+    """This machine in one line, as the benchmark files head their tables with it."""
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ", no GPU"
     return (f"{fast_path.cpu_model()} ({platform.machine()}), {os.cpu_count()} CPU cores{gpu}; "
             f"Python {platform.python_version()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads)")
+            f"({torch.get_num_threads()} threads); native bf16: {'yes' if fast_path.bf16_is_native() else 'no'}")
 
 
 def _markdown(config: Config, args: argparse.Namespace, rows: list[Row], summary: list[str]) -> str:
@@ -266,7 +267,7 @@ def _markdown(config: Config, args: argparse.Namespace, rows: list[Row], summary
         "# Benchmark: fp32, the CPU fast path and the plain step loop",
         "",
         f"- Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        f"- Machine: {machine()}; native bf16: {'yes' if fast_path.bf16_is_native() else 'no'}",
+        f"- Machine: {machine()}",
         f"- Config: `{args.config}` with random weights; crop {t.crop}, batch {t.batch_size}, "
         f"{t.epochs} epoch(s) per run; device used: {rows[0].fast.device if rows else '-'}",
         f"- Command: `{shlex.join(['python', 'benchmarks/bench.py', *sys.argv[1:]])}`",

@@ -193,7 +193,7 @@ def markdown(config: Config, args: argparse.Namespace, variants: list[str], tabl
         "# Numerical soundness: fp32 against the CPU fast path, over seeds",
         "",
         f"- Date: {datetime.now(timezone.utc).isoformat(timespec='seconds')}",
-        f"- Machine: {machine()}; native bf16: {'yes' if fast_path.bf16_is_native() else 'no'}",
+        f"- Machine: {machine()}",
         f"- Config: `{args.config}`; {t.epochs} epoch(s), crop {t.crop}, batch {t.batch_size}; "
         f"seeds asked for: {', '.join(map(str, args.seeds))}",
         f"- Variants: {settings}",

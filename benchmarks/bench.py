@@ -7,7 +7,7 @@ cannot be downloaded offline and do not change the compute) it times:
 - fp32: a run in the default layout, without autocast (`precision = "32-true"`,
   `memory_format = "contiguous"`), the setting every run had before the fast path;
 - fast path: a run with `precision = "auto"`, `memory_format = "auto"`. Its measurement
-  (`training.compute_setting`) is made and cached first and timed on its own ("measuring"),
+  (`placement.compute_setting`) is made and cached first and timed on its own ("measuring"),
   so the timed run is what every later run of the same architecture on this machine costs;
 - plain loop: the same arithmetic without Lightning, data or metrics, from
   `fast_path.seconds_per_step` on random tensors, in each of the four settings
@@ -42,11 +42,13 @@ from pathlib import Path
 import torch
 
 from monkeyreport import fast_path, results
+from monkeyreport.architectures import IMAGENET_MEAN, IMAGENET_STD
 from monkeyreport.config import Config, ExperimentConfig, data_dir_override, load_config, resolve_data_root
 from monkeyreport.data import DatasetLayout, ImageRecord, fingerprint, list_files, locate, scan
 from monkeyreport.datamodule import MonkeyDataModule, Preprocessing, select_samples
-from monkeyreport.models import IMAGENET_MEAN, IMAGENET_STD, create
-from monkeyreport.training import compute_setting, resolve_placement, run_experiment, select_experiments
+from monkeyreport.models import create
+from monkeyreport.placement import compute_setting, resolve_placement
+from monkeyreport.training import run_experiment, select_experiments
 
 LAYOUTS = ("contiguous", "channels_last")
 PRECISIONS = (fast_path.FP32, fast_path.BF16)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from enum import Enum
@@ -87,20 +88,10 @@ def _with_dataset(config: Config) -> Config:
 @user_errors
 def eda(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: OutOpt = None,
         force: ForceOpt = False) -> None:
-    """Run the exploratory analysis: eda.json and the data figures."""
-    from monkeyreport.eda import run_eda
+    """Run the exploratory analysis: eda.json and the data figures (when their inputs changed)."""
+    from monkeyreport.pipeline import Options, run
 
-    start = time.perf_counter()
-    outcome = run_eda(_with_dataset(_config(config, data_dir, out)), force=force)
-    s = outcome.summary
-    verb = "unchanged, skipped" if outcome.skipped else f"done in {time.perf_counter() - start:.1f} s"
-    typer.echo(
-        f"eda {verb}: {s['splits']['training']['total']} training, "
-        f"{s['splits']['validation']['total']} validation images, "
-        f"{len(s['unreadable'])} unusable, {len(s['odd_files'])} odd, "
-        f"{s['duplicates']['n_groups']} duplicate groups "
-        f"({s['duplicates']['n_cross_split_groups']} across splits) -> {outcome.path}"
-    )
+    run(_with_dataset(_config(config, data_dir, out)), Options(force=force, echo=typer.echo), ["eda"])
 
 
 @data_app.command("check")
@@ -168,7 +159,8 @@ def train(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, only:
           epochs: EpochsOpt = None, force: ForceOpt = False, no_wait: NoWaitOpt = False,
           quiet: QuietOpt = False) -> None:
     """Train the configured experiments and write runs/<experiment>/ results."""
-    from monkeyreport.training import ExperimentFailure, is_global_zero, select_experiments, train_all
+    from monkeyreport.placement import is_global_zero
+    from monkeyreport.training import ExperimentFailure, select_experiments, train_all
 
     cfg = _config(config, data_dir, epochs=epochs)
     select_experiments(cfg, only)  # a config error stops here, before anything is written
@@ -201,11 +193,12 @@ TemplatesOpt = Annotated[Optional[Path], typer.Option(
 @user_errors
 def render(config: ConfigOpt = DEFAULT_CONFIG, out: OutOpt = None, format: FormatOpt = OutputFormat.both,
            strict: StrictOpt = False, templates: TemplatesOpt = None) -> None:
-    """Render the Spanish report (report.html, report.pdf) from the results on disk."""
-    from monkeyreport.render import render as render_report
+    """Render the Spanish report (report.html, report.pdf) from the results on disk; the
+    statistics and figures are brought up to date first."""
+    from monkeyreport.pipeline import Options, render_report
 
-    outcome = render_report(_config(config, out=out), format.value, strict=strict, templates_dir=templates)
-    typer.echo(outcome.summary())
+    options = Options(templates_dir=templates, fmt=format.value, strict=strict, echo=typer.echo)
+    outcome = render_report(_config(config, out=out), options)
     _exit_on_unreadable(outcome.problems)
 
 
@@ -242,7 +235,7 @@ def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: 
         cfg = _with_dataset(cfg)
         outcome = run_build(cfg, force=force, templates_dir=templates, echo=typer.echo,
                             show_progress=not quiet)
-    if outcome.helper:
+    if outcome is None:
         return  # it trained beside rank 0, which reports; exit 0 (see `train`)
     typer.echo(f"build finished in {time.perf_counter() - start:.1f} s")
     if outcome.failed:
@@ -250,6 +243,41 @@ def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: 
                    err=True)
     _exit_on_unreadable(outcome.problems)
     if outcome.failed:
+        raise typer.Exit(1)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the states as JSON.")]
+
+
+@app.command()
+def status(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: OutOpt = None,
+           templates: TemplatesOpt = None, json_output: JsonOpt = False) -> None:
+    """Say which stages and runs a build would redo, and why, without running anything.
+    Exit code 0: everything fresh; 1: a build would do work; 2: an error."""
+    import json
+
+    from monkeyreport.pipeline import Options, plan
+    from monkeyreport.run_state import run_states
+
+    try:
+        cfg = _config(config, data_dir, out)
+        stages = plan(cfg, Options(templates_dir=templates))
+        runs = run_states(cfg)
+    except MonkeyReportError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    stale = any(not s.fresh for s in stages)
+    if json_output:
+        typer.echo(json.dumps({"stale": stale, "stages": [dataclasses.asdict(s) for s in stages],
+                               "runs": [dataclasses.asdict(r) for r in runs]}, indent=2, ensure_ascii=False))
+    else:
+        for s in stages:
+            typer.echo(s.line())
+        for r in runs:
+            typer.echo(r.line())
+        typer.echo("a build would run: " + ", ".join(s.name for s in stages if not s.fresh) if stale
+                   else "everything fresh")
+    if stale:
         raise typer.Exit(1)
 
 
@@ -274,13 +302,14 @@ def preview(config: ConfigOpt = DEFAULT_CONFIG, out: OutOpt = None, templates: T
             host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
             port: Annotated[int, typer.Option(help="Port to listen on (0: any free one).")] = 8000) -> None:
     """Serve the report's HTML and re-render it whenever a template or the config changes."""
+    from monkeyreport.pipeline import Options, render_report
     from monkeyreport.preview import serve
     from monkeyreport.project import templates_for
-    from monkeyreport.render import render as render_report
 
     templates_dir = templates or templates_for(Path.cwd())
 
     def render_html() -> None:  # the config is read again: it may be what changed
-        render_report(_config(config, out=out), "html", templates_dir=templates_dir, force=False)
+        render_report(_config(config, out=out), Options(templates_dir=templates_dir, fmt="html",
+                                                        echo=lambda _: None), force=False)
 
     serve(_config(config, out=out), templates_dir, render_html, host, port, typer.echo)

@@ -9,7 +9,6 @@ rest on, which a template macro turns into sentences. Like render, this never im
 
 from __future__ import annotations
 
-import csv
 import itertools
 import math
 import tomllib
@@ -17,18 +16,15 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from monkeyreport import results
+from monkeyreport import results, selection
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
-from monkeyreport.figure_cache import draw_if_changed, inputs_digest
+from monkeyreport.findings import findings, mcnemar_rows, row_scores
 from monkeyreport.results import ReportFiles, RunFiles, RunMetrics
-from monkeyreport.stats import rank_key
 
 # The report's sections on architectures, in document order: the families of section 2, then
 # the baseline (drawn with the details of the models); their diagrams are numbered in this order.
 SECTION_FAMILIES = ("alexnet", "resnet", "efficientnet")
-FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
-OVERFITTING_RISE = 1.1  # validation loss 10 % above its minimum by the last epoch
 
 ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published by the original
     ("vanilla_cnn", False): (0.4632, 0.4611),
@@ -47,16 +43,7 @@ SPECIES_FILE = "species.toml"  # in the templates folder: the canonical species 
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = []
-        for row in csv.DictReader(f):
-            try:
-                rows.append({k: float(v) for k, v in row.items()})
-            except (TypeError, ValueError):
-                raise MonkeyReportError(f"{path}: malformed row {row}") from None
-        return rows
+    return results.History.read(path).rows
 
 
 def experiment_rows(config: Config, statistics: dict[str, Any]) -> list[dict[str, Any]]:
@@ -70,7 +57,7 @@ def experiment_rows(config: Config, statistics: dict[str, Any]) -> list[dict[str
         rows.append({
             "name": exp.name, "label": exp.label, "architecture": exp.architecture,
             "frozen": exp.frozen, "pretrained": run.pretrained if run else exp.pretrained,
-            "status": status, "transfer": exp.architecture != "vanilla_cnn",
+            "status": status, "transfer": not selection.is_baseline(exp.architecture),
             "run": run, "reason": problem or (failed or {}).get("reason", ""),
             "file": files.metrics,
             "history": read_history(files.history) if run else [],
@@ -78,11 +65,8 @@ def experiment_rows(config: Config, statistics: dict[str, Any]) -> list[dict[str
             "stats": statistics["experiments"].get(exp.name) if run else None,
             "best": False,
         })
-    done = [r for r in rows if r["status"] == "ok"]
-    if done:
-        top = max(rank_key(r["accuracy"], r["macro_f1"]) for r in done)
-        for r in done:
-            r["best"] = rank_key(r["accuracy"], r["macro_f1"]) == top
+    for r in selection.top([r for r in rows if r["status"] == "ok"], row_scores):
+        r["best"] = True
     return rows
 
 
@@ -98,129 +82,7 @@ def _read_run(files: RunFiles) -> tuple[RunMetrics | None, str]:
 
 def random_weights(rows: list[dict[str, Any]]) -> bool:
     """True when a transfer-learning experiment starts from random instead of pretrained weights."""
-    return any(r["architecture"] != "vanilla_cnn" and r["pretrained"] == "none" for r in rows)
-
-
-# ----------------------------------------------------------------------------- significance
-
-
-def mcnemar_rows(rows: list[dict[str, Any]], statistics: dict[str, Any]) -> list[dict[str, Any]]:
-    """The McNemar tests of stats.json with the experiments' rows in place of their names."""
-    by_name = {r["name"]: r for r in rows}
-    return [t | {"row_a": by_name[t["a"]], "row_b": by_name[t["b"]]} for t in statistics["mcnemar"]
-            if t["a"] in by_name and t["b"] in by_name]
-
-
-def find_test(tests: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
-    for t in tests:
-        if {t["a"], t["b"]} == {a, b}:
-            return t
-    return None
-
-
-# ----------------------------------------------------------------------------- findings
-
-
-def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classes: int,
-             n_leaked: int, shared_confusions: list[dict[str, Any]] = (),
-             trend: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The conclusions as facts: each a `kind` and the rows and numbers it rests on.
-
-    A claim is made only where the numbers carry it: "better" only with a significant
-    McNemar test, a parameters trend only over enough architectures.
-    """
-    done = [r for r in rows if r["status"] == "ok"]
-    if not done:
-        return [{"kind": "no_results"}]
-    out: list[dict[str, Any]] = []
-    best = [r for r in done if r["best"]]
-    if len(done) == 1:
-        out.append({"kind": "single", "row": done[0]})
-    else:
-        others = [r for r in done if not r["best"]]
-        versus = [(r, find_test(tests, best[0]["name"], r["name"])) for r in others]
-        out.append({"kind": "winner", "best": best,
-                    "worse": [r for r, t in versus if t and t["significant"]],
-                    "tied": [{"row": r, "test": t} for r, t in versus if t and not t["significant"]]})
-    out += _freezing(done, tests)
-    out += _baseline(done, tests)
-    rising = [o for o in map(_overfitting, done) if o]
-    if rising:
-        out.append({"kind": "overfitting", "runs": rising})
-    if shared_confusions:
-        out.append({"kind": "confusions", "pairs": shared_confusions[:3]})
-    out += _parameter_trend(done, trend)
-    chance = 1 / num_classes if num_classes else 0.0
-    near_chance = [r for r in done if r["accuracy"] < FAILED_TO_LEARN_FACTOR * chance]
-    if near_chance:
-        out.append({"kind": "failed_to_learn", "rows": near_chance, "chance": chance})
-    out += [{"kind": r["status"], "row": r} for r in rows if r["status"] in ("failed", "pending", "unreadable")]
-    changes = [{"row": r, "delta": r["stats"]["leak_free"]["accuracy"]["value"] - r["accuracy"]}
-               for r in done if r["stats"] and r["stats"]["leak_free"]["accuracy"]["n"]]
-    if n_leaked and changes:
-        deltas = [c["delta"] for c in changes]
-        out.append({"kind": "leakage", "n_leaked": n_leaked, "changes": changes,
-                    "n_clean": changes[0]["row"]["stats"]["leak_free"]["accuracy"]["n"],
-                    "min": min(deltas), "max": max(deltas)})
-    return out
-
-
-def _freezing(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by_arch: dict[str, dict[bool, dict[str, Any]]] = {}
-    for r in done:
-        if r["architecture"] != "vanilla_cnn":
-            by_arch.setdefault(r["architecture"], {})[r["frozen"]] = r
-    out = []
-    for pair in by_arch.values():
-        if True in pair and False in pair:
-            frozen, tuned = pair[True], pair[False]
-            test = find_test(tests, frozen["name"], tuned["name"])
-            winner = None
-            if test and test["significant"]:
-                winner = "frozen" if frozen["accuracy"] > tuned["accuracy"] else "finetuned"
-            out.append({"kind": "freezing", "title": frozen["label"], "frozen": frozen,
-                        "finetuned": tuned, "test": test, "winner": winner})
-    return out
-
-
-def _overfitting(row: dict[str, Any]) -> dict[str, Any] | None:
-    """The epoch of lowest validation loss when the loss then rose by a tenth or more by the
-    last epoch: the run went on past its best point (a likely cause of a weaker result)."""
-    history = row["history"]
-    if len(history) < 3:
-        return None
-    best = min(history, key=lambda h: h["val_loss"])
-    last = history[-1]
-    if best is last or last["val_loss"] < OVERFITTING_RISE * best["val_loss"]:
-        return None
-    return {"row": row, "best_epoch": int(best["epoch"]), "last_epoch": int(last["epoch"]),
-            "best_loss": best["val_loss"], "last_loss": last["val_loss"]}
-
-
-def _baseline(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    vanilla = [r for r in done if r["architecture"] == "vanilla_cnn"]
-    transfer = [r for r in done if r["architecture"] != "vanilla_cnn"]
-    if not (vanilla and transfer):
-        return []
-    v = vanilla[0]
-    gaps = [r["accuracy"] - v["accuracy"] for r in transfer]
-    best_transfer = max(transfer, key=lambda r: rank_key(r["accuracy"], r["macro_f1"]))
-    return [{"kind": "baseline", "vanilla": v, "n_transfer": len(transfer),
-             "n_above": sum(g > 0 for g in gaps), "gap_min": min(gaps), "gap_max": max(gaps),
-             "best_transfer": best_transfer,
-             "test": find_test(tests, best_transfer["name"], v["name"])}]
-
-
-def _parameter_trend(done: list[dict[str, Any]], trend: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """The parameters-vs-accuracy finding from stats.json's trend, with the rows it names."""
-    by_name = {r["name"]: r for r in done}
-    if not trend or trend["rho"] is None or not all(n in by_name for n in trend["experiments"]):
-        return []
-    points = [by_name[n] for n in trend["experiments"]]
-    rho = trend["rho"]
-    direction = "up" if rho >= 0.7 else ("down" if rho <= -0.7 else "none")
-    return [{"kind": "parameters", "rho": rho, "direction": direction, "n": len(points),
-             "largest": points[-1], "smallest": points[0]}]
+    return any(r["transfer"] and r["pretrained"] == "none" for r in rows)
 
 
 # ----------------------------------------------------------------------------- per class
@@ -358,57 +220,46 @@ def interpretation_view(config: Config, rows: list[dict[str, Any]],
     return view
 
 
-def _panel_title(row: dict[str, Any]) -> str:
-    """An experiment's name inside a figure image (figures carry Spanish labels of their own)."""
-    if not row["transfer"]:
-        return row["label"]
-    return f"{row['label']} ({'congelado' if row['frozen'] else 'fine-tuning'})"
-
-
 def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any]],
-                   classes: list[dict[str, str]], architectures: list[dict[str, Any]],
+                   architectures: list[dict[str, Any]],
                    interpretation: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Draw (when changed) every report figure; return its facts keyed by role.
+    """Every report figure's facts keyed by role, from figures.json (the figures stage).
 
-    Each entry has its number and `src` (None when it could not be drawn) and says why it
-    is missing (`missing`: "model_summary", "eda" or "no_results"); the templates write
-    the captions and the notes. The figures of `interpretation` (interpretation_view) that
-    have a file get their numbers here, in document order: the leakage pairs after the sample
-    grid, the galleries and Grad-CAM after the training curves.
+    Each entry has its number and `src` (None when it is not on disk) and says why it is
+    missing (`missing`: "figures" when the figures stage has not drawn it, "model_summary",
+    "eda" or "no_results"); the templates write the captions and the notes. The figures of
+    `interpretation` (interpretation_view) that have a file get their numbers here, in
+    document order: the leakage pairs after the sample grid, the galleries and Grad-CAM
+    after the training curves.
     """
-
     report = ReportFiles(config.report_dir)
     report_dir = config.report_dir
-    fig_dir = report.figures_dir
-    names = [c["latin"] for c in classes]
+    drawn = results.read_json_if_exists(report.figures_manifest) or {}
     entries: dict[str, Any] = {}
 
+    def on_disk(rel: str | None) -> str | None:
+        return rel if rel and (report_dir / rel).is_file() else None
+
     def entry(key: str, number: int, rel: str | None, missing: str = "", **facts: Any) -> None:
-        entries[key] = {"number": number, "src": rel, "missing": "" if rel else missing, "absent": []} | facts
+        entries[key] = {"number": number, "src": on_disk(rel), "missing": "" if on_disk(rel) else missing,
+                        "absent": []} | facts
 
     number = itertools.count(1)  # figures are numbered in the order the report shows them
-
-    draw_if_changed(fig_dir / "cnn_schematic.png", inputs_digest("cnn"), "cnn_schematic")
-    entry("cnn", next(number), "figures/cnn_schematic.png")
+    entry("cnn", next(number), drawn.get("cnn"), "figures")
 
     def diagram(arch: dict[str, Any]) -> dict[str, Any]:
-        rel = None
-        if arch["summary"]:
-            rel = f"figures/arch_{arch['name']}.png"
-            draw_if_changed(report_dir / rel, inputs_digest(arch["summary"]), "architecture_diagram",
-                            arch["summary"])
-        return {"number": next(number), "src": rel, "missing": "" if rel else "model_summary", "absent": [],
+        rel = on_disk(drawn.get("diagrams", {}).get(arch["name"])) if arch["summary"] else None
+        missing = "" if rel else ("figures" if arch["summary"] else "model_summary")
+        return {"number": next(number), "src": rel, "missing": missing, "absent": [],
                 "architecture": arch["name"], "family": arch["family"], "title": arch["title"],
                 "input_shape": (arch["summary"] or {}).get("input_shape"), "summary_file": arch["summary_file"]}
 
     in_sections = [a for a in architectures if a["family"] in SECTION_FAMILIES]
     diagrams = [diagram(a) for a in in_sections]
-    draw_if_changed(fig_dir / "transfer_learning.png", inputs_digest("tl"), "transfer_learning_scheme")
-    entry("transfer", next(number), "figures/transfer_learning.png")
+    entry("transfer", next(number), drawn.get("transfer"), "figures")
     eda_figs = eda.get("figures", {})
     for key in ("class_distribution", "sample_grid"):
-        rel = eda_figs.get(key)
-        entry(key, next(number), rel if rel and (report_dir / rel).is_file() else None, "eda")
+        entry(key, next(number), eda_figs.get(key), "eda")
     leakage = (interpretation or {}).get("leakage")
     if leakage and leakage["src"]:
         leakage["number"] = next(number)
@@ -421,22 +272,14 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
     cms = []
     for arch, members in groups.items():
         done = [r for r in members if r["status"] == "ok"]
-        rel = None
-        if done:
-            rel = f"figures/confusion_{arch}.png"
-            panels = [((("Backbone congelado" if r["frozen"] else "Fine-tuning") if len(members) > 1
-                        else r["label"]), r["run"].confusion_matrix) for r in done]
-            draw_if_changed(report_dir / rel, inputs_digest(panels, names), "confusion_matrices", panels, names)
-        cms.append({"number": next(number), "src": rel, "missing": "" if rel else "no_results",
+        rel = on_disk(drawn.get("confusion", {}).get(arch)) if done else None
+        cms.append({"number": next(number), "src": rel,
+                    "missing": "" if rel else ("figures" if done else "no_results"),
                     "title": members[0]["label"], "members": done,
                     "absent": [r for r in members if r["status"] != "ok"]})
     entries["confusion"] = cms
-    histories = [(_panel_title(r), r["history"]) for r in rows if r["status"] == "ok" and r["history"]]
-    rel = None
-    if histories:
-        rel = "figures/training_curves.png"
-        draw_if_changed(report_dir / rel, inputs_digest(histories), "training_curves", histories)
-    entry("curves", next(number), rel, "no_results")
+    curves = any(r["status"] == "ok" and r["history"] for r in rows)
+    entry("curves", next(number), drawn.get("curves") if curves else None, "figures" if curves else "no_results")
     if interpretation:
         for f in [*interpretation["galleries"], interpretation["gradcam"]]:
             if f and f["src"]:
@@ -524,11 +367,11 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "unreadable_results": [r for r in rows if r["status"] == "unreadable"],
         "findings": findings(rows, tests, len(classes), leaked_used,
                              per_class["shared"] if per_class else [], statistics.get("parameters")),
-        "figures": figure_entries(config, eda, rows, classes, architectures, interpretation),
+        "figures": figure_entries(config, eda, rows, architectures, interpretation),
         "interpretation": interpretation,
         "versions": done[0]["run"].versions if done else {},
         "fingerprint": eda.get("dataset_fingerprint", ""),
-        "original": {"results": [ORIGINAL_RESULTS.get((r["architecture"], r["frozen"] and r["architecture"] != "vanilla_cnn"))
+        "original": {"results": [ORIGINAL_RESULTS.get((r["architecture"], r["frozen"] and r["transfer"]))
                                  for r in rows],
                      "counts": ORIGINAL_COUNTS},
     }

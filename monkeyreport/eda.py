@@ -1,23 +1,23 @@
 """Exploratory analysis: counts, sizes, formats, odd files, duplicates -> eda.json + figures.
 
-The run is skipped when the dataset fingerprint and the EDA settings match the previous
-`eda.json` and its figures are still on disk.
+Whether it runs is the pipeline's decision (pipeline.py: the dataset, the [eda] settings
+and this code are its inputs).
 """
 
 from __future__ import annotations
 
 import random
 import statistics
+import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from monkeyreport import results
-from monkeyreport.config import Config, resolve_data_root, stable_hash
+from monkeyreport.config import Config, resolve_data_root
+from monkeyreport.pipeline import Options, StageOutcome, timed
 from monkeyreport.data import (
     SPLITS,
     DatasetLayout,
@@ -30,7 +30,6 @@ from monkeyreport.data import (
     scan,
 )
 
-EDA_SCHEMA = 2
 SAMPLE_DECODE_SIZE = 256
 FIGURES = {
     "class_distribution": "figures/class_distribution.png",
@@ -39,50 +38,33 @@ FIGURES = {
 }
 
 
-@dataclass(frozen=True)
-class EdaOutcome:
-    path: Path
-    skipped: bool
-    summary: dict[str, Any]
-
-
-def settings_hash(config: Config) -> str:
-    """What, besides the data, decides the EDA output."""
-    return stable_hash(EDA_SCHEMA, config.eda, config.data.max_image_pixels, config.seed, FIGURES)
-
-
-def run_eda(config: Config, force: bool = False, show_progress: bool = True) -> EdaOutcome:
-    """Analyse the dataset and write eda.json and the EDA figures, unless nothing changed."""
+def run_eda(config: Config, show_progress: bool = True) -> dict[str, Any]:
+    """Analyse the dataset; write eda.json and the EDA figures; return the summary."""
     layout = locate(resolve_data_root(config))
     entries = list_files(layout)
-    fp = fingerprint(layout, entries)
-    settings = settings_hash(config)
-    out = results.ReportFiles(config.report_dir).eda
-    previous = results.read_json_if_exists(out)
-    if not force and _is_current(previous, fp, settings, config.report_dir):
-        return EdaOutcome(out, True, previous)
-
     records = scan(layout, entries, config.data.max_image_pixels, config.eda.workers, show_progress)
     summary = summarize(layout, records, config.eda.near_duplicate_distance)
     summary.update(
-        schema=EDA_SCHEMA,
-        dataset_fingerprint=fp,
-        settings_hash=settings,
+        schema=results.EDA_SCHEMA,
+        dataset_fingerprint=fingerprint(layout, entries),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         figures=FIGURES,
     )
     _draw_figures(layout, records, summary, config)
-    results.write_json(out, summary)
-    return EdaOutcome(out, False, summary)
+    results.write_json(results.ReportFiles(config.report_dir).eda, summary)
+    return summary
 
 
-def _is_current(previous: dict | None, fp: str, settings: str, report_dir: Path) -> bool:
-    return bool(
-        previous
-        and previous.get("dataset_fingerprint") == fp
-        and previous.get("settings_hash") == settings
-        and all((report_dir / rel).is_file() for rel in previous.get("figures", {}).values())
-    )
+def run_stage(config: Config, options: Options) -> StageOutcome:
+    """The pipeline's eda stage."""
+    start = time.perf_counter()
+    s = run_eda(config, options.show_progress)
+    return StageOutcome(
+        f"eda {timed(start)}: {s['splits']['training']['total']} training, "
+        f"{s['splits']['validation']['total']} validation images, "
+        f"{len(s['unreadable'])} unusable, {len(s['odd_files'])} odd, "
+        f"{s['duplicates']['n_groups']} duplicate groups "
+        f"({s['duplicates']['n_cross_split_groups']} across splits) -> {results.ReportFiles(config.report_dir).eda}")
 
 
 def summarize(layout: DatasetLayout, records: list[ImageRecord], near_distance: int) -> dict[str, Any]:

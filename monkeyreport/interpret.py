@@ -5,12 +5,12 @@ the dataset's images, and writes report/interpret/: `interpret.json` (what each 
 shows, or why it is missing) and the figures themselves:
 
 - top losses: the validation images with the highest loss, -log p(true class) taken from
-  predictions.csv, of the best experiment and of the baseline (vanilla_cnn);
+  predictions.csv, of the best experiment and of the baseline (architectures.py's role);
 - Grad-CAM (package grad-cam) of the best transfer-learning architecture, frozen and
   fine-tuned side by side, one validation image per species;
 - leakage: training/validation duplicate pairs (eda.json groups with `cross_split`).
 
-The stage is skipped while the digest of its inputs is unchanged; one explanation failing
+Whether it runs is the pipeline's decision (pipeline.py); one explanation failing
 records its reason in the JSON and leaves the other figures intact. `render` only reads
 what is here (context.interpretation_view), so it never imports torch.
 """
@@ -23,81 +23,20 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from monkeyreport import results
+from monkeyreport import results, selection
+from monkeyreport.architectures import facts
 from monkeyreport.config import Config, ExperimentConfig, resolve_data_root
 from monkeyreport.errors import MonkeyReportError
+from monkeyreport.pipeline import Options, StageOutcome, timed
 from monkeyreport.results import Predictions, ReportFiles, RunFiles, RunMetrics
-from monkeyreport.stats import leaked_validation_files, rank_key
+from monkeyreport.stats import leaked_validation_files
 
-INTERPRET_SCHEMA = 1  # bump when interpret.json changes meaning
 TOP_LOSSES = 12  # images per top-loss gallery
 LEAKAGE_PAIRS = 4  # training/validation pairs shown
-BASELINE = "vanilla_cnn"
-
-
-def _last_conv(backbone: Any) -> Any:
-    from torch import nn
-
-    convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1]
-
-
-# Grad-CAM target layer per architecture: the last convolutional stage of the backbone
-# (`model.backbone` of models.Classifier), as (name shown in the report, getter). Unlisted
-# architectures use their last Conv2d (the name is then empty).
-TARGET_LAYERS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "vanilla_cnn": ("backbone[6]", lambda b: b[6]),
-    "alexnet": ("features[10]", lambda b: b[0][10]),
-    "resnet34": ("layer4", lambda b: b.layer4),
-    "efficientnet_b0": ("conv_head", lambda b: b.conv_head),
-    "efficientnet_lite0": ("conv_head", lambda b: b.conv_head),
-}
-
-
-@dataclass
-class InterpretOutcome:
-    path: Path
-    skipped: bool
-    seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)
-
-    def summary(self) -> str:
-        if self.skipped:
-            return f"interpretation unchanged, skipped -> {self.path}"
-        state = (f"{len(self.problems)} figure(s) missing: {'; '.join(self.problems)}" if self.problems
-                 else "all figures drawn")
-        return f"interpretation done in {self.seconds:.1f} s, {state} -> {self.path}"
-
-
-# ----------------------------------------------------------------------------- inputs
-
-
-def _stat(path: Path) -> list[int] | None:
-    try:
-        s = path.stat()
-    except OSError:
-        return None
-    return [s.st_mtime_ns, s.st_size]
-
-
-def inputs_digest(config: Config, names: dict[str, str] | None = None) -> str:
-    """What the stage's output depends on: the run files (mtime and size), eda.json, the
-    config (not where its outputs go: the files themselves are digested) and the code that
-    draws (this module and figures.py); `names`, the species names drawn in the figures."""
-    code = Path(__file__).read_bytes() + (Path(__file__).parent / "figures.py").read_bytes()
-    parts: list[Any] = [INTERPRET_SCHEMA, hashlib.sha256(code).hexdigest(),
-                        {k: v for k, v in dataclasses.asdict(config).items() if k not in ("source", "output")},
-                        str(resolve_data_root(config)), _stat(ReportFiles(config.report_dir).eda), names]
-    for exp in config.experiments:
-        files = RunFiles.of(config.runs_dir, exp.name)
-        parts.append([exp.name] + [_stat(p) for p in (files.metrics, files.predictions, files.checkpoint,
-                                                      files.started)])
-    payload = json.dumps(parts, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -120,8 +59,9 @@ def finished_runs(config: Config) -> list[FinishedRun]:
     return runs
 
 
-def _best(runs: list[FinishedRun]) -> FinishedRun | None:
-    return max(runs, key=lambda r: rank_key(r.metrics.accuracy, r.metrics.macro_f1), default=None)
+def _scored(run: FinishedRun) -> RunMetrics:
+    """A run as `selection` reads it."""
+    return run.metrics
 
 
 def _error(exc: BaseException) -> str:
@@ -194,12 +134,13 @@ def load_model(run: FinishedRun, trains_on_features: bool):
 
 
 def grad_cam_maps(model: Any, architecture: str, batch: Any, targets: list[int]) -> np.ndarray:
-    """Class-activation maps (N, H, W) in [0, 1] of `batch` for the given classes."""
+    """Class-activation maps (N, H, W) in [0, 1] of `batch` for the given classes, taken at
+    the architecture's Grad-CAM layer (architectures.py)."""
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    _, pick = TARGET_LAYERS.get(architecture, ("", _last_conv))
-    with GradCAM(model=model, target_layers=[pick(model.backbone)]) as cam:
+    layer = model.backbone.get_submodule(facts(architecture).grad_cam_layer)
+    with GradCAM(model=model, target_layers=[layer]) as cam:
         return cam(input_tensor=batch, targets=[ClassifierOutputTarget(t) for t in targets])
 
 
@@ -246,16 +187,16 @@ def _one_per_species(predictions: Predictions, leaked: set[str]) -> list[dict[st
 
 def _grad_cam(runs: list[FinishedRun], image_root: Path, leaked: set[str], names: dict[str, str],
               out_dir: Path, report_dir: Path) -> dict[str, Any] | None:
-    transfer = [r for r in runs if r.metrics.architecture != BASELINE]
-    best = _best(transfer)
+    transfer = selection.transfers(runs, _scored)
+    best = selection.best(transfer, _scored)
     if best is None:
         return None
     arch = best.metrics.architecture
     members = sorted((r for r in transfer if r.metrics.architecture == arch), key=lambda r: not r.metrics.frozen)
     entry: dict[str, Any] = {"architecture": arch, "title": best.metrics.architecture_title,
-                             "target_layer": TARGET_LAYERS.get(arch, ("",))[0],
-                             "file": None, "error": "", "images": [], "panels": []}
+                             "target_layer": "", "file": None, "error": "", "images": [], "panels": []}
     try:
+        entry["target_layer"] = facts(arch).grad_cam_label
         chosen = _one_per_species(Predictions.read(best.files.predictions), leaked)
         entry["images"] = chosen
         columns = []
@@ -356,22 +297,15 @@ def species_names(eda: dict[str, Any], templates_dir: Path | None = None) -> dic
     return {c["code"]: c["latin"] for c in class_entries(eda, table)}
 
 
-def run_interpretation(config: Config, force: bool = False,
-                       templates_dir: Path | None = None) -> InterpretOutcome:
-    """Write report/interpret/ unless its inputs are unchanged; never stops on one failure.
-    `templates_dir`: where the species table is (default: as `render` finds its templates)."""
+def run_interpretation(config: Config, templates_dir: Path | None = None) -> dict[str, Any]:
+    """Write report/interpret/ and return what interpret.json holds; never stops on one
+    failure. `templates_dir`: where the species table is (default: as `render` finds its
+    templates)."""
     report = ReportFiles(config.report_dir)
-    out_path = report.interpretation
     if not report.eda.is_file():
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
     eda = results.read_json(report.eda)
     names = species_names(eda, templates_dir)
-    digest = inputs_digest(config, names)
-    previous = results.read_json_if_exists(out_path)
-    if not force and previous and previous.get("digest") == digest and all(
-            (config.report_dir / f).is_file() for f in _files(previous)):
-        return InterpretOutcome(out_path, skipped=True)
-    start = time.perf_counter()
     leaked = leaked_validation_files(eda)
     image_root = _image_root(config, eda)
     out_dir = report.interpret_dir
@@ -385,25 +319,31 @@ def run_interpretation(config: Config, force: bool = False,
     # spinning worker threads made a Grad-CAM pass 20 times slower.
     torch.set_num_threads(1)
     try:
-        data = _explain(config, runs, eda, names, leaked, image_root, out_dir, digest)
+        data = _explain(config, runs, eda, names, leaked, image_root, out_dir)
     finally:
         torch.set_num_threads(threads)
-    results.write_json(out_path, data)
-    return InterpretOutcome(out_path, skipped=False, seconds=time.perf_counter() - start,
-                            problems=_problems(data))
+    results.write_json(report.interpretation, data)
+    return data
+
+
+def run_stage(config: Config, options: Options) -> StageOutcome:
+    """The pipeline's interpret stage; a figure that cannot be drawn is a note, not a failure."""
+    start = time.perf_counter()
+    problems = figure_problems(run_interpretation(config, options.templates))
+    state = f"{len(problems)} figure(s) missing: {'; '.join(problems)}" if problems else "all figures drawn"
+    return StageOutcome(f"interpret {timed(start)}, {state} -> {ReportFiles(config.report_dir).interpretation}")
 
 
 def _explain(config: Config, runs: list[FinishedRun], eda: dict[str, Any], names: dict[str, str],
-             leaked: set[str], image_root: Path, out_dir: Path, digest: str) -> dict[str, Any]:
+             leaked: set[str], image_root: Path, out_dir: Path) -> dict[str, Any]:
     galleries = []
-    best = _best(runs)
-    baseline = next((r for r in runs if r.metrics.architecture == BASELINE), None)
+    best = selection.best(runs, _scored)
+    baseline = next(iter(selection.baselines(runs, _scored)), None)
     for run in [r for i, r in enumerate((best, baseline)) if r is not None and (i == 0 or r is not best)]:
         roles = [role for role, r in (("best", best), ("baseline", baseline)) if r is run]
         galleries.append(_gallery(run, roles, image_root, leaked, names, out_dir, config.report_dir))
     data = {
-        "schema": INTERPRET_SCHEMA,
-        "digest": digest,
+        "schema": results.INTERPRET_SCHEMA,
         "galleries": galleries,
         "gradcam": _grad_cam(runs, image_root, leaked, names, out_dir, config.report_dir),
         "leakage": _leakage(eda, image_root, names, out_dir, config.report_dir),
@@ -411,7 +351,7 @@ def _explain(config: Config, runs: list[FinishedRun], eda: dict[str, Any], names
     return data
 
 
-def _problems(data: dict[str, Any]) -> list[str]:
+def figure_problems(data: dict[str, Any]) -> list[str]:
     """One English line per figure or panel that could not be made."""
     problems = [f"top losses of {g['experiment']}: {g['error']}" for g in data["galleries"] if g["error"]]
     if data["gradcam"]:
@@ -421,8 +361,3 @@ def _problems(data: dict[str, Any]) -> list[str]:
     if data["leakage"] and data["leakage"]["error"]:
         problems.append(f"leakage pairs: {data['leakage']['error']}")
     return problems
-
-
-def _files(data: dict[str, Any]) -> list[str]:
-    entries = [*data.get("galleries", []), data.get("gradcam"), data.get("leakage")]
-    return [e["file"] for e in entries if e and e.get("file")]

@@ -22,10 +22,8 @@ import torch
 import torchvision
 from torch import nn
 
+from monkeyreport.architectures import ArchitectureFacts, facts
 from monkeyreport.errors import MonkeyReportError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class WeightsError(MonkeyReportError):
@@ -38,17 +36,11 @@ class Backbone:
     num_features: int
 
 
-@dataclass(frozen=True)
-class Architecture:
-    """A registered architecture: how to build its backbone and what head it gets."""
+@dataclass(frozen=True, kw_only=True)
+class Architecture(ArchitectureFacts):
+    """A registered architecture: its facts (architectures.py) and how to build its backbone."""
 
-    name: str
-    title: str  # as printed in the report
-    family: str  # the report's section on it: "baseline", "alexnet", "resnet", "efficientnet"
-    library: str  # where the backbone comes from: "own", "torchvision", "timm"
     build: Callable[[bool], Backbone]  # imagenet weights?
-    head_hidden: int
-    head_dropout: float = 0.0
     # Offline weights: given the freshly built backbone, a state dict in its naming + mean, std.
     packaged: Callable[[nn.Module], tuple[dict[str, torch.Tensor], tuple, tuple]] | None = None
 
@@ -56,14 +48,13 @@ class Architecture:
 _REGISTRY: dict[str, Architecture] = {}
 
 
-def register(name: str, title: str, family: str, library: str, head_hidden: int,
-             head_dropout: float = 0.0,
-             packaged: Callable[[nn.Module], tuple[dict, tuple, tuple]] | None = None):
-    """Decorator adding a backbone builder to the registry (like timm's register_model)."""
+def register(name: str, packaged: Callable[[nn.Module], tuple[dict, tuple, tuple]] | None = None
+             ) -> Callable[[Callable[[bool], Backbone]], Callable[[bool], Backbone]]:
+    """Decorator adding a backbone builder to the registry under the facts of `name` in
+    architectures.py (like timm's register_model with its pretrained_cfg)."""
 
     def add(build: Callable[[bool], Backbone]) -> Callable[[bool], Backbone]:
-        _REGISTRY[name] = Architecture(name, title, family, library, build, head_hidden, head_dropout,
-                                       packaged)
+        _REGISTRY[name] = Architecture(**vars(facts(name)), build=build, packaged=packaged)
         return build
 
     return add
@@ -85,7 +76,7 @@ def get_architecture(name: str) -> Architecture:
 # ----------------------------------------------------------------------------- backbones
 
 
-@register("vanilla_cnn", "VanillaCNN", "baseline", "own", head_hidden=256)
+@register("vanilla_cnn")
 def _vanilla_cnn(imagenet: bool) -> Backbone:
     """Three Conv(5x5) -> ReLU -> MaxPool blocks; pooled to 6x6 so any input size works."""
     if imagenet:
@@ -99,7 +90,7 @@ def _vanilla_cnn(imagenet: bool) -> Backbone:
     return Backbone(nn.Sequential(*layers), channels[-1] * 36)
 
 
-@register("alexnet", "AlexNet", "alexnet", "torchvision", head_hidden=1024, head_dropout=0.4)
+@register("alexnet")
 def _alexnet(imagenet: bool) -> Backbone:
     """torchvision AlexNet's convolutional features and its adaptive 6x6 pooling."""
     weights = torchvision.models.AlexNet_Weights.IMAGENET1K_V1 if imagenet else None
@@ -116,8 +107,8 @@ def _timm_backbone(model_name: str) -> Callable[[bool], Backbone]:
     return build
 
 
-register("resnet34", "ResNet34", "resnet", "timm", head_hidden=256)(_timm_backbone("resnet34"))
-register("efficientnet_b0", "EfficientNetB0", "efficientnet", "timm", head_hidden=512)(_timm_backbone("efficientnet_b0"))
+register("resnet34")(_timm_backbone("resnet34"))
+register("efficientnet_b0")(_timm_backbone("efficientnet_b0"))
 
 
 # Layer names of the efficientnet_pytorch layout -> timm's, per kind of block.
@@ -162,9 +153,7 @@ def _lite0_packaged(backbone: nn.Module) -> tuple[dict[str, torch.Tensor], tuple
     return state, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
-register("efficientnet_lite0", "EfficientNet-Lite0", "efficientnet", "timm", head_hidden=512,
-         packaged=_lite0_packaged)(
-    _timm_backbone("efficientnet_lite0"))
+register("efficientnet_lite0", packaged=_lite0_packaged)(_timm_backbone("efficientnet_lite0"))
 
 
 # ----------------------------------------------------------------------------- the model
@@ -212,7 +201,7 @@ def create(architecture: str, num_classes: int = 10, pretrained: str = "none",
            frozen: bool = False) -> CreatedModel:
     """Build a registered architecture with its head, weights and freezing applied."""
     arch = get_architecture(architecture)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    mean, std = arch.mean, arch.std
     if pretrained == "imagenet":
         backbone = _download_imagenet(arch)
         weights = "imagenet"

@@ -1,13 +1,13 @@
 """The Spanish report: Jinja environment, HTML and PDF from the context of `context.py`.
 
-Inputs are files only (see context.py and stats.py). This module never imports torch (nor
+Inputs are files only (see context.py); whether the report is rendered again is the
+pipeline's decision (pipeline.py). This module never imports torch (nor
 models, training or datamodule), so revising the text is fast and works on a machine that
 only holds the results.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 import traceback
 import urllib.parse
@@ -16,17 +16,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from monkeyreport import project, results, spanish_format, stats
+from monkeyreport import project, results, spanish_format
 from monkeyreport.config import Config
 from monkeyreport.context import build_context, experiment_rows
 from monkeyreport.errors import MonkeyReportError
-from monkeyreport.results import ReportFiles, RunFiles
+from monkeyreport.pipeline import Options, StageOutcome
+from monkeyreport.results import ReportFiles
 
 MAIN_TEMPLATE = "report.html.j2"
 STYLESHEET = "report.css"
 FORMATS = ("html", "pdf", "both")
-# Modules whose code shapes the report: a change to any of them re-renders.
-RENDER_MODULES = ("render.py", "context.py", "stats.py", "spanish_format.py", "figures.py", "results.py")
 
 
 class TemplateProblem(MonkeyReportError):
@@ -36,14 +35,12 @@ class TemplateProblem(MonkeyReportError):
 @dataclass(frozen=True)
 class RenderOutcome:
     outputs: list[Path]
-    skipped: bool
     seconds: float
     pending: list[str]
     failed: list[str]
     problems: list[str]  # one line per result file that could not be read
 
     def summary(self) -> str:
-        verb = "unchanged, skipped" if self.skipped else f"done in {self.seconds:.1f} s"
         extra = ""
         if self.pending:
             extra += f", {len(self.pending)} pending"
@@ -51,7 +48,7 @@ class RenderOutcome:
             extra += f", {len(self.failed)} failed"
         if self.problems:
             extra += f", {len(self.problems)} unreadable result file(s)"
-        return f"render {verb}{extra} -> {', '.join(str(p) for p in self.outputs)}"
+        return f"render done in {self.seconds:.1f} s{extra} -> {', '.join(str(p) for p in self.outputs)}"
 
 
 # ----------------------------------------------------------------------------- jinja
@@ -186,25 +183,10 @@ def write_pdf(html: str, report_dir: Path, templates_dir: Path, path: Path) -> N
 # ----------------------------------------------------------------------------- entry point
 
 
-def _inputs_digest(config: Config, templates_dir: Path, fmt: str) -> str:
-    """Everything the rendered report depends on, for skipping an unchanged render."""
-    report = ReportFiles(config.report_dir)
-    files = [*sorted(p for p in templates_dir.rglob("*") if p.is_file()), report.eda, report.statistics,
-             *sorted(report.models_dir.glob("*.json"))]
-    for exp in config.experiments:
-        run = RunFiles.of(config.runs_dir, exp.name)
-        files += [run.metrics, run.failed, run.history, run.predictions]
-    code = [(Path(__file__).parent / module).read_bytes() for module in RENDER_MODULES]
-    source = Path(config.source).read_bytes() if config.source and Path(config.source).is_file() else b""
-    return results.files_digest(files, *code, fmt.encode(), repr(dataclasses.asdict(config)).encode(), source)
-
-
-def render(config: Config, fmt: str = "both", strict: bool = False, templates_dir: Path | None = None,
-           force: bool = True) -> RenderOutcome:
-    """Render report.html and/or report.pdf into the report folder.
-
-    With `force=False` (as `build` calls it) nothing is redone when no input changed.
-    """
+def render(config: Config, fmt: str = "both", strict: bool = False,
+           templates_dir: Path | None = None) -> RenderOutcome:
+    """Render report.html and/or report.pdf into the report folder from the results on disk
+    (stats.json and figures.json included: the stages before it in pipeline.py)."""
     import time
 
     start = time.perf_counter()
@@ -216,7 +198,9 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
     report_dir = config.report_dir
     outputs = ([report_dir / "report.html"] if fmt in ("html", "both") else []) + \
               ([report_dir / "report.pdf"] if fmt in ("pdf", "both") else [])
-    statistics, _ = stats.ensure(config)
+    statistics = results.read_json_if_exists(ReportFiles(config.report_dir).statistics)
+    if statistics is None:
+        raise MonkeyReportError(f"{ReportFiles(config.report_dir).statistics}: not found; run `monkeyreport render`")
     rows = experiment_rows(config, statistics)
     pending = [r["name"] for r in rows if r["status"] == "pending"]
     failed = [r["name"] for r in rows if r["status"] == "failed"]
@@ -227,12 +211,6 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
         raise MonkeyReportError(f"--strict: missing results for {', '.join(missing)} in {config.runs_dir}")
     if strict and problems:
         raise MonkeyReportError(f"--strict: {problems[0]}")
-    digest = _inputs_digest(config, templates_dir, fmt)
-    marker = report_dir / ".render.sha"
-    if (not force and marker.is_file() and marker.read_text().strip() == digest
-            and all(p.is_file() for p in outputs)):
-        return RenderOutcome(outputs, True, time.perf_counter() - start, pending, failed, problems)
-
     context = build_context(config, rows, statistics, templates_dir)
     html = render_html(context, templates_dir)
     check_images(html, report_dir, templates_dir)
@@ -243,5 +221,11 @@ def render(config: Config, fmt: str = "both", strict: bool = False, templates_di
         write_pdf(html, report_dir, templates_dir, report_dir / "report.pdf")
     if fmt in ("html", "both"):
         results.write_text(report_dir / "report.html", html)
-    results.write_text(marker, digest + "\n")
-    return RenderOutcome(outputs, False, time.perf_counter() - start, pending, failed, problems)
+    return RenderOutcome(outputs, time.perf_counter() - start, pending, failed, problems)
+
+
+def run_stage(config: Config, options: Options) -> StageOutcome:
+    """The pipeline's render stage: the report is written even with pending, failed or
+    unreadable results (marked in it); `problems` names the unreadable files."""
+    rendered = render(config, options.fmt, options.strict, options.templates)
+    return StageOutcome(rendered.summary(), problems=rendered.problems, outputs=rendered.outputs)

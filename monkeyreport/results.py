@@ -2,7 +2,8 @@
 
 The second half of this module owns the contract: the paths of runs/<experiment>/ and
 report/ (`RunFiles`, `ReportFiles`) and the typed records in them (`RunMetrics`,
-`Predictions`). It is torch-free, so render and the statistics read results without torch.
+`Predictions`, `History`, `RunStart`, `RunFailure`), each with its reader and writer. It is
+torch-free, so render and the statistics read results without torch.
 
 Every output goes to a temporary file in the destination folder and is renamed into place,
 so an interrupted run leaves either the previous complete file or the new complete file.
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -29,6 +31,12 @@ from monkeyreport.errors import MonkeyReportError
 RESULTS_SCHEMA = 2  # 2: data order per epoch from (seed, epoch) alone
 # Version of report/models/<architecture>.json; an older summary is written again.
 SUMMARY_SCHEMA = 2  # 2: family and library of the architecture
+# Versions of what the other stages write (pipeline.py): a stage whose version changed runs again.
+EDA_SCHEMA = 3  # 3: the data figures' drawing is an input of the stage
+STATS_SCHEMA = 2  # 2: freshness decided by the pipeline, no `inputs` digest inside
+INTERPRET_SCHEMA = 2  # 2: freshness decided by the pipeline, no `digest` inside
+FIGURES_SCHEMA = 4  # 4: the report's figures drawn by their own stage, listed in figures.json
+RENDER_SCHEMA = 1
 
 
 def _read_umask() -> int:
@@ -126,12 +134,12 @@ class RunFiles:
 
     @property
     def failed(self) -> Path:
-        """{"experiment", "reason"} of a run that failed."""
+        """RunFailure as JSON: why the run failed."""
         return self.run_dir / "failed.json"
 
     @property
     def started(self) -> Path:
-        """The identity of the run the checkpoint belongs to (resume only onto the same run)."""
+        """RunStart as JSON: the run the checkpoint belongs to (resume only onto the same run)."""
         return self.run_dir / "run.json"
 
     @property
@@ -189,6 +197,15 @@ class ReportFiles:
     def interpretation(self) -> Path:
         """What each interpretation figure shows, or why it is missing (interpret.py)."""
         return self.interpret_dir / "interpret.json"
+
+    @property
+    def figures_manifest(self) -> Path:
+        """Which report figures the figures stage drew, or why not (report_figures.py)."""
+        return self.figures_dir / "figures.json"
+
+    def stamp(self, stage: str) -> Path:
+        """What `stage` last completed with (pipeline.Stamp)."""
+        return self.report_dir / ".stages" / f"{stage}.json"
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
@@ -306,7 +323,7 @@ class Predictions:
             reader = csv.reader(f)
             header = next(reader, None)
             rows = list(reader)
-        if not header or header[:3] != ["file", "true_class", "predicted_class"]:
+        if not header or header[:3] != prediction_columns([]):
             raise MonkeyReportError(f"{path}: not a predictions file (header {header})")
         classes = [c.removeprefix("prob_") for c in header[3:]]
         index = {c: i for i, c in enumerate(classes)}
@@ -323,3 +340,107 @@ class Predictions:
         """The rows where the boolean mask `keep` is true."""
         return Predictions([f for f, k in zip(self.files, keep) if k], self.classes, self.true[keep],
                            self.predicted[keep], self.probabilities[keep])
+
+    def write(self, path: Path) -> None:
+        """As CSV, probabilities with six decimals: what `read` parses back."""
+        rows = [[file, self.classes[t], self.classes[p], *(f"{q:.6f}" for q in probs)]
+                for file, t, p, probs in zip(self.files, self.true.tolist(), self.predicted.tolist(),
+                                             self.probabilities.tolist())]
+        _write_csv(path, prediction_columns(self.classes), rows)
+
+
+@dataclass(frozen=True)
+class History:
+    """history.csv: one row per finished epoch, keyed by HISTORY_COLUMNS.
+
+    Read back, every value is a float (epoch too); a missing file is an empty history.
+    """
+
+    rows: list[dict[str, float]]
+
+    @classmethod
+    def read(cls, path: Path) -> "History":
+        if not path.is_file():
+            return cls([])
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = []
+            for row in csv.DictReader(f):
+                try:
+                    rows.append({k: float(v) for k, v in row.items()})
+                except (TypeError, ValueError):
+                    raise MonkeyReportError(f"{path}: malformed row {row}") from None
+        return cls(rows)
+
+    def write(self, path: Path) -> None:
+        _write_csv(path, list(HISTORY_COLUMNS), [[row[c] for c in HISTORY_COLUMNS] for row in self.rows])
+
+
+# Version of run.json. A run resumes only onto an equal RunStart, this version included, so
+# a bump makes the checkpoints of older runs start afresh instead of resuming.
+RUN_START_SCHEMA = 2  # 2: the epoch history lives in the checkpoint's EpochHistory callback state
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """run.json: what the run in checkpoints/ started from, written at a fresh start."""
+
+    config_hash: str
+    dataset_fingerprint: str
+    world_size: int
+    trains_on_features: bool  # its checkpoint holds the head alone (frozen, on cached features)
+    schema: int = RUN_START_SCHEMA
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What identifies the run's results: recorded in metrics.json too."""
+        return {"config_hash": self.config_hash, "dataset_fingerprint": self.dataset_fingerprint,
+                "world_size": self.world_size}
+
+    @classmethod
+    def read(cls, path: Path) -> "RunStart | None":
+        """The record at `path`; None when there is no file or it holds no RunStart. One written
+        before run.json had a schema reads as schema 1."""
+        data = read_json_if_exists(path)
+        if not isinstance(data, dict):
+            return None
+        try:
+            return cls(data["config_hash"], data["dataset_fingerprint"], data["world_size"],
+                       data["trains_on_features"], data.get("schema", 1))
+        except KeyError:
+            return None
+
+    def write(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+
+RUN_FAILURE_SCHEMA = 1  # failed.json
+
+
+@dataclass(frozen=True)
+class RunFailure:
+    """failed.json: why the last attempt at a run failed (a one-line error)."""
+
+    experiment: str
+    reason: str
+    schema: int = RUN_FAILURE_SCHEMA
+
+    @classmethod
+    def read(cls, path: Path) -> "RunFailure | None":
+        """The record at `path`, or None when there is none; one without a schema reads as 1."""
+        data = read_json_if_exists(path)
+        if data is None:
+            return None
+        if not isinstance(data, dict) or not {"experiment", "reason"} <= data.keys():
+            raise MonkeyReportError(f"{path}: not a valid failure record")
+        return cls(data["experiment"], data["reason"], data.get("schema", 1))
+
+    def write(self, path: Path) -> None:
+        write_json(path, asdict(self))
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    write_text(path, buffer.getvalue())

@@ -19,19 +19,19 @@ predictions.csv equals metrics.json.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from itertools import combinations
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from monkeyreport import results
+from monkeyreport import results, selection
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
+from monkeyreport.pipeline import Options, StageOutcome, timed
 from monkeyreport.results import Predictions, ReportFiles, RunFiles, RunMetrics
 
-STATS_SCHEMA = 1
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
 ALPHA = 0.05  # significance level of the McNemar tests
@@ -170,11 +170,6 @@ def leaked_validation_files(eda: dict[str, Any]) -> set[str]:
             for f in g["files"] if f["split"] == "validation"}
 
 
-def rank_key(accuracy_value: float, macro_f1_value: float) -> tuple[float, float]:
-    """How Tabla 1 picks its best row: accuracy, then macro F1."""
-    return (accuracy_value, macro_f1_value)
-
-
 def experiment_statistics(predictions: Predictions, leaked: set[str], seed: int) -> dict[str, Any]:
     k = len(predictions.classes)
     keep = np.array([f not in leaked for f in predictions.files], dtype=bool)
@@ -196,15 +191,9 @@ def comparisons(runs: dict[str, RunMetrics], predictions: dict[str, Predictions]
                 best: str) -> list[McNemar]:
     """Best vs every other experiment, then frozen vs fine-tuned per architecture."""
     pairs = [(best, name) for name in predictions if name != best]
-    by_arch: dict[str, dict[bool, str]] = {}
-    for name, run in runs.items():
-        if name in predictions and run.architecture != "vanilla_cnn":
-            by_arch.setdefault(run.architecture, {})[run.frozen] = name
-    for variants in by_arch.values():
-        if True in variants and False in variants:
-            pair = (variants[True], variants[False])
-            if pair not in pairs and pair[::-1] not in pairs:
-                pairs.append(pair)
+    for pair in selection.variant_pairs([n for n in runs if n in predictions], runs.__getitem__):
+        if pair not in pairs and pair[::-1] not in pairs:
+            pairs.append(pair)
     tests = []
     for a, b in pairs:
         pa, pb = predictions[a], predictions[b]
@@ -219,25 +208,12 @@ def parameter_trend(runs: dict[str, RunMetrics]) -> dict[str, Any] | None:
     architecture (its best variant), ordered by parameters; None below three architectures."""
     from scipy.stats import spearmanr
 
-    best: dict[str, str] = {}
-    for name, run in runs.items():
-        current = best.get(run.architecture)
-        if current is None or rank_key(run.accuracy, run.macro_f1) > rank_key(runs[current].accuracy,
-                                                                               runs[current].macro_f1):
-            best[run.architecture] = name
+    best = selection.best_per_architecture(runs, runs.__getitem__)
     if len(best) < TREND_MIN_ARCHITECTURES:
         return None
     names = sorted(best.values(), key=lambda n: runs[n].params_total)
     rho = spearmanr([runs[n].params_total for n in names], [runs[n].accuracy for n in names]).statistic
     return {"experiments": names, "rho": None if np.isnan(rho) else float(rho)}
-
-
-def _inputs_digest(config: Config) -> str:
-    runs = [RunFiles.of(config.runs_dir, e.name) for e in config.experiments]
-    return results.files_digest(
-        [ReportFiles(config.report_dir).eda, *(p for run in runs for p in (run.metrics, run.predictions))],
-        f"{STATS_SCHEMA}:{N_RESAMPLES}:{CONFIDENCE}:{config.seed}".encode(),
-        Path(__file__).read_bytes())  # a change to these statistics recomputes them
 
 
 def compute(config: Config) -> dict[str, Any]:
@@ -261,21 +237,19 @@ def compute(config: Config) -> dict[str, Any]:
             runs.pop(exp.name, None)
             problems.append(str(exc))
     experiments = {name: experiment_statistics(p, leaked, config.seed) for name, p in predictions.items()}
-    best = max(runs, key=lambda n: rank_key(runs[n].accuracy, runs[n].macro_f1), default=None)
+    best = selection.best(runs, runs.__getitem__)
     tests = comparisons(runs, predictions, best) if best else []
-    return {"schema": STATS_SCHEMA, "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
+    return {"schema": results.STATS_SCHEMA, "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
             "alpha": ALPHA, "seed": config.seed, "n_leaked": len(leaked), "best": best,
             "experiments": experiments, "mcnemar": [t.as_dict() for t in tests],
             "parameters": parameter_trend(runs), "problems": problems}
 
 
-def ensure(config: Config, force: bool = False) -> tuple[dict[str, Any], bool]:
-    """stats.json, recomputed only when its inputs changed; returns (statistics, recomputed)."""
+def run_stage(config: Config, options: Options) -> StageOutcome:
+    """The pipeline's stats stage: stats.json from the predictions of every finished run."""
+    start = time.perf_counter()
     path = ReportFiles(config.report_dir).statistics
-    digest = _inputs_digest(config)
-    previous = results.read_json_if_exists(path)
-    if not force and previous and previous.get("inputs") == digest:
-        return previous, False
-    statistics = compute(config) | {"inputs": digest}
+    statistics = compute(config)
     results.write_json(path, statistics)
-    return statistics, True
+    return StageOutcome(f"stats {timed(start)}: {len(statistics['experiments'])} experiment(s), "
+                        f"{len(statistics['mcnemar'])} McNemar test(s) -> {path}")

@@ -8,7 +8,7 @@ of the backbone and the head, recording each stage's output shape and parameter 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
 from pathlib import Path
 from typing import Any
 
@@ -17,32 +17,21 @@ from torch import nn
 
 from monkeyreport import results
 from monkeyreport.config import Config
+from monkeyreport.pipeline import Options, StageOutcome, timed
 from monkeyreport.models import count_parameters, create, get_architecture
 
-INPUT_SHAPE = (1, 3, 224, 224)
 # Layers folded into the stage before them, so a diagram shows "Conv2d + ReLU" as one box.
 _FOLDED = (nn.ReLU, nn.SiLU, nn.GELU, nn.BatchNorm2d, nn.Dropout, nn.Identity)
 
 
-@dataclass(frozen=True)
-class SummaryOutcome:
-    architecture: str
-    path: Path
-    skipped: bool
-
-
-def write_summaries(config: Config, force: bool = False) -> list[SummaryOutcome]:
-    """One summary per configured architecture; an existing current one is kept unless `force`."""
-    outcomes = []
-    for architecture in dict.fromkeys(e.architecture for e in config.experiments):
-        path = results.ReportFiles(config.report_dir).model_summary(architecture)
-        previous = results.read_json_if_exists(path)
-        if not force and previous and previous.get("schema") == results.SUMMARY_SCHEMA:
-            outcomes.append(SummaryOutcome(architecture, path, True))
-            continue
-        results.write_json(path, summarize_architecture(architecture))
-        outcomes.append(SummaryOutcome(architecture, path, False))
-    return outcomes
+def run_stage(config: Config, options: Options) -> StageOutcome:
+    """The pipeline's summaries stage: one summary per configured architecture."""
+    start = time.perf_counter()
+    report = results.ReportFiles(config.report_dir)
+    architectures = list(dict.fromkeys(e.architecture for e in config.experiments))
+    for architecture in architectures:
+        results.write_json(report.model_summary(architecture), summarize_architecture(architecture))
+    return StageOutcome(f"summaries {timed(start)}: {', '.join(architectures) or 'none'} -> {report.models_dir}")
 
 
 def _stages(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
@@ -72,7 +61,7 @@ def summarize_architecture(architecture: str, num_classes: int = 10) -> dict[str
         handles.append(module.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(torch.zeros(INPUT_SHAPE))
+            model(torch.zeros(1, *arch.input_size))
     finally:
         for h in handles:
             h.remove()
@@ -98,4 +87,4 @@ def summarize_architecture(architecture: str, num_classes: int = 10) -> dict[str
                      "params": params})
     total, _ = count_parameters(model)
     return {"schema": results.SUMMARY_SCHEMA, "architecture": architecture, "title": arch.title,
-            "family": arch.family, "library": arch.library, "input_shape": list(INPUT_SHAPE[1:]), "params_total": total, "stages": rows}
+            "family": arch.family, "library": arch.library, "input_shape": list(arch.input_size), "params_total": total, "stages": rows}

@@ -1,10 +1,10 @@
-"""Training: the LightningModule, the Trainer built from config, and `run_experiment`.
+"""Training: run every selected experiment and leave its results in `runs/<experiment>/`.
 
-`run_experiment` leaves the results contract in `runs/<experiment>/`:
-metrics.json (written last: its presence means the run finished), history.csv,
-predictions.csv and checkpoints/last.ckpt. A run whose identity (config hash, dataset
-fingerprint, world size) matches a finished one is skipped; an unfinished one resumes from
-its last checkpoint.
+`run_experiment` leaves the results contract there: metrics.json (written last: its presence
+means the run finished), history.csv, predictions.csv and checkpoints/last.ckpt. Whether a
+run is skipped, resumed or started afresh is decided first (run_plan.py); the module it
+trains is lit_module.py, its epoch history a callback (history.py), where and in which
+precision it computes placement.py.
 
 Several processes ([trainer] devices × num_nodes > 1, e.g. strategy "ddp"): Lightning starts
 the others by running the same command line again, and every Trainer.fit/predict is a
@@ -12,20 +12,13 @@ collective that all processes enter in the same order. So:
 - Lockstep: `train_all` plans every experiment (skip, resume, fresh start) before its first
   fit/predict. A process Lightning starts plans while rank 0 waits in that call, so both read
   the same files: rank 0 writes an experiment's results only after the collectives of its
-  training, and its only earlier writes (a fresh start's clean-up) leave the plan as it was.
+  training, and its only earlier writes (a fresh start's clean-up, setting a damaged
+  checkpoint aside) leave the plan as it was.
 - Results: each process loads its share of the data (datamodule.make_loader); batches carry
   sample indices; predict_step all-gathers and `_in_sample_order` keeps each image once, so
   metrics.json, predictions.csv and the frozen-feature pass cover every image exactly once.
 - Writes: only global rank 0 writes (`rank_zero_only`); the image cache is built in
   `prepare_data`. In the other processes `build` only trains and the CLI reports nothing.
-- A damaged checkpoint (a full disk, a copy cut short) is found while planning
-  (`checkpoint_problem`): rank 0 moves it aside and the run starts afresh. Every process
-  decides the same: one that plans after the move finds no checkpoint, one that plans before
-  it (another node) finds the same damage.
-
-Compute: each experiment's network pass (training, or a frozen run's feature pass) runs in
-the memory format and precision `compute_setting` picks: on a CPU, channels-last and the
-faster of fp32 and bf16 autocast measured for the architecture (fast_path.py).
 
 Console: per experiment a progress line on a terminal and a result line; Lightning's own
 output goes to runs/<experiment>/train.log (console.py).
@@ -33,21 +26,17 @@ output goes to runs/<experiment>/train.log (console.py).
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import pickle
 import platform
-import shutil
 import signal
 import time
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import lightning as L
+import numpy as np
 import timm
 import torch
 import torchmetrics
@@ -56,7 +45,6 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import TensorDataset
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from torchmetrics.functional.classification import (
     multiclass_accuracy,
     multiclass_confusion_matrix,
@@ -64,11 +52,8 @@ from torchmetrics.functional.classification import (
 )
 
 from monkeyreport import fast_path, results
-from monkeyreport.fast_path import ComputeSetting
-from monkeyreport.results import (HISTORY_COLUMNS, RESULTS_SCHEMA, HeadRecord, PreprocessingRecord, RunFiles,
-                                  RunMetrics)
-from monkeyreport.config import Config, ExperimentConfig, resolve_data_root, stable_hash
-from monkeyreport.console import ExperimentProgress, lightning_output_to, log, notice, progress_line
+from monkeyreport.config import Config, ExperimentConfig, resolve_data_root
+from monkeyreport.console import ExperimentProgress, lightning_output_to, log, progress_line
 from monkeyreport.data import DatasetLayout, ImageRecord, list_files, locate, scan
 from monkeyreport.data import fingerprint as fingerprint_dataset
 from monkeyreport.datamodule import (
@@ -80,7 +65,28 @@ from monkeyreport.datamodule import (
     select_samples,
 )
 from monkeyreport.errors import MonkeyReportError
+from monkeyreport.fast_path import ComputeSetting
+from monkeyreport.history import EpochHistory
+from monkeyreport.lit_module import FeatureExtractor, LitClassifier
+from monkeyreport.pipeline import Options, StageOutcome, timed
 from monkeyreport.models import count_parameters, create, get_architecture, list_architectures
+from monkeyreport.placement import (
+    Placement,
+    compute_setting,
+    is_global_zero,
+    resolve_placement,
+    trainer_placement,
+)
+from monkeyreport.results import (
+    HeadRecord,
+    History,
+    Predictions,
+    PreprocessingRecord,
+    RunFailure,
+    RunFiles,
+    RunMetrics,
+)
+from monkeyreport.run_plan import Plan, plan_experiment, prepare_run_dir
 
 
 # A frozen backbone is in eval mode on purpose; Lightning warns about that at every fit.
@@ -95,78 +101,6 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
 
 class Interrupted(MonkeyReportError):
     """The user stopped training (Ctrl-C); finished epochs are kept in the checkpoint."""
-
-
-class LitClassifier(L.LightningModule):
-    """Cross-entropy training with Adam; validation accuracy and macro F1 per epoch.
-
-    With several processes, each validates its own share of the images, each image in exactly
-    one process (the "each_once" loader), and the metrics reduce their states over all
-    processes when computed: history.csv counts every validation image once.
-    """
-
-    def __init__(self, model: nn.Module, num_classes: int, learning_rate: float) -> None:
-        super().__init__()
-        self.model = model
-        self.learning_rate = learning_rate
-        self.loss = nn.CrossEntropyLoss()
-        self.train_loss = torchmetrics.MeanMetric()
-        self.val_loss = torchmetrics.MeanMetric()
-        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
-        self.val_macro_f1 = MulticlassF1Score(num_classes, average="macro")
-        self.history: list[dict[str, float]] = []
-        self._epoch_start = 0.0
-
-    def on_train_epoch_start(self) -> None:
-        self._epoch_start = time.perf_counter()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        x, y, _ = batch
-        loss = self.loss(self(x), y)
-        self.train_loss.update(loss.detach(), weight=len(y))
-        self.log("train_loss", loss, prog_bar=True)
-        return loss
-
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        x, y, _ = batch
-        logits = self(x)
-        self.val_loss.update(self.loss(logits, y), weight=len(y))
-        self.val_accuracy.update(logits, y)
-        self.val_macro_f1.update(logits, y)
-
-    def on_validation_epoch_end(self) -> None:
-        row = {
-            "epoch": self.current_epoch + 1,
-            "train_loss": float(self.train_loss.compute()) if self.train_loss.update_count else float("nan"),
-            "val_loss": float(self.val_loss.compute()),
-            "val_accuracy": float(self.val_accuracy.compute()),
-            "val_macro_f1": float(self.val_macro_f1.compute()),
-            "seconds": round(time.perf_counter() - self._epoch_start, 3),  # training + validation
-        }
-        for metric in (self.train_loss, self.val_loss, self.val_accuracy, self.val_macro_f1):
-            metric.reset()
-        if not self.trainer.sanity_checking:
-            self.history.append(row)
-        # Already reduced over all processes; sync_dist only tells Lightning so.
-        self.log_dict({"val_accuracy": row["val_accuracy"], "val_f1": row["val_macro_f1"]}, prog_bar=True,
-                      sync_dist=True)
-
-    def predict_step(self, batch: Batch, batch_idx: int) -> Batch:
-        """Softmax probabilities, labels and sample indices of this batch in every process."""
-        x, y, index = batch
-        return self.all_gather((torch.softmax(self(x).float(), dim=1), y, index))
-
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam([p for p in self.parameters() if p.requires_grad], lr=self.learning_rate)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["history"] = self.history
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = list(checkpoint.get("history", []))
 
 
 @dataclass(frozen=True)
@@ -186,98 +120,20 @@ class ExperimentResult:
                 f"({state}) -> {self.run_dir}")
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What to do with one experiment, decided from the files on disk before training starts."""
-
-    identity: dict[str, Any]  # what identifies its results: recorded in metrics.json
-    started: dict[str, Any]  # identity and what the checkpoint holds: recorded in run.json
-    finished: bool  # reuse metrics.json
-    resume: bool  # continue from checkpoints/last.ckpt
-
-
-def experiment_hash(config: Config, experiment: ExperimentConfig) -> str:
-    """Everything in the config that changes an experiment's numbers (not where or how fast
-    it runs; the number of processes, which does, is in the identity beside it). Precision
-    and memory format count as configured: what "auto" picks on this machine is recorded in
-    metrics.json, like the device, so a finished run is not redone to measure again."""
-    t = config.training
-    return stable_hash(RESULTS_SCHEMA, experiment, config.seed, t.epochs, t.batch_size,
-                       t.learning_rate, t.resize, t.crop, t.max_images_per_class,
-                       config.trainer.precision, config.trainer.memory_format)
-
-
-def plan_experiment(config: Config, experiment: ExperimentConfig, dataset_fingerprint: str,
-                    world_size: int, force: bool = False) -> Plan:
-    """The plan for `experiment`, from the files in its run folder."""
-    files = RunFiles.of(config.runs_dir, experiment.name)
-    identity = {"config_hash": experiment_hash(config, experiment),
-                "dataset_fingerprint": dataset_fingerprint, "world_size": world_size}
-    # The checkpoint of a run on cached features holds the head alone.
-    started = identity | {"trains_on_features": experiment.frozen and config.training.feature_cache}
-    finished = not force and _matches(results.read_json_if_exists(files.metrics), identity)
-    resume = (not force and not finished and files.checkpoint.is_file()
-              and results.read_json_if_exists(files.started) == started
-              and _usable_checkpoint(files, experiment.name))
-    return Plan(identity, started, finished, resume)
-
-
-def _usable_checkpoint(files: RunFiles, name: str) -> bool:
-    """Whether the run can resume from its checkpoint; a damaged one is set aside."""
-    problem = checkpoint_problem(files.checkpoint)
-    if problem:
-        _set_aside(files, name, problem)
-    return problem is None
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why the checkpoint at `path` cannot be resumed from, or None.
-
-    Cheap and thorough: the zip CRC-32 of every member covers every byte (a truncated or
-    overwritten file, a flipped bit), and a weights-only load with the tensor data mapped,
-    not read, checks that its records unpickle to a Lightning checkpoint.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            corrupt = archive.testzip()
-        if corrupt:
-            return f"checksum mismatch in {corrupt}"
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (OSError, EOFError, ValueError, RuntimeError, zipfile.BadZipFile, pickle.UnpicklingError) as exc:
-        reason = str(exc).strip().splitlines()
-        return f"{type(exc).__name__}: {reason[0][:120]}" if reason else type(exc).__name__
-    return None if isinstance(state, dict) and "state_dict" in state else "not a Lightning checkpoint"
-
-
-@rank_zero_only
-def _set_aside(files: RunFiles, name: str, problem: str) -> None:
-    """Keep a damaged checkpoint beside the run, outside checkpoints/ (which a fresh start
-    clears), and say so in one line."""
-    kept = files.damaged_checkpoint(time.strftime("%Y%m%dT%H%M%S"))
-    try:
-        files.checkpoint.rename(kept)
-    except OSError as exc:
-        log.warning(f"{name}: checkpoint {files.checkpoint} is unreadable ({problem}) and could not be "
-                    f"moved aside ({exc.strerror}); starting afresh")
-        return
-    log.warning(f"{name}: checkpoint {files.checkpoint} is unreadable ({problem}); "
-                f"kept as {kept.name}, starting afresh")
-
-
 def run_experiment(config: Config, experiment: ExperimentConfig, layout: DatasetLayout,
                    records: list[ImageRecord], dataset_fingerprint: str,
                    force: bool = False, plan: Plan | None = None,
                    show_progress: bool = True, placement: Placement | None = None) -> ExperimentResult:
     """Train and evaluate one experiment, or reuse its finished results. `plan` defaults to
     one made now (`train_all` makes all of them first: see the module docstring), `placement`
-    one resolved now. Lightning's
-    output goes to its train.log, written by rank 0 like every result."""
+    one resolved now. Lightning's output goes to its train.log, written by rank 0 like every
+    result."""
     placement = placement or resolve_placement(config)
     plan = plan or plan_experiment(config, experiment, dataset_fingerprint, placement.world_size, force)
     files = RunFiles.of(config.runs_dir, experiment.name)
     if plan.finished:
         return ExperimentResult(experiment.name, files.run_dir, True, results.read_json(files.metrics))
-    _prepare_run_dir(files, plan)
+    prepare_run_dir(files, plan)
     writes = is_global_zero()
     with (lightning_output_to(files.log if writes else None),
           progress_line(experiment.name, show_progress and writes) as progress):
@@ -286,38 +142,6 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
                                   announce=show_progress and writes)
         return _train_and_evaluate(config, experiment, layout, records, dataset_fingerprint, plan, files,
                                    setting, progress)
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where the runs compute, as Lightning resolves `[trainer]` and the launch environment."""
-
-    world_size: int  # processes training together; it multiplies the effective batch
-    device_type: str  # "cpu", "cuda", "mps", ...
-
-
-def compute_setting(config: Config, experiment: ExperimentConfig, num_classes: int, placement: Placement,
-                    announce: bool = False) -> ComputeSetting:
-    """Memory format and precision of the experiment's network pass: its training steps, or
-    for a frozen run on features the feature pass (the head on features trains in fp32).
-    A choice measured just now is announced when `announce`."""
-    t = config.training
-    kind: fast_path.Pass = "features" if experiment.frozen and t.feature_cache else "training"
-
-    def measure(precision: str) -> float:
-        with torch.random.fork_rng():  # a throwaway model: the run's random stream stays as it was
-            model = create(experiment.architecture, num_classes, "none", experiment.frozen).model
-            return fast_path.seconds_per_step(model.backbone if kind == "features" else model, kind,
-                                              t.batch_size, t.crop, num_classes, precision)
-
-    key = fast_path.pass_key(experiment.architecture, kind, experiment.frozen, t.batch_size, t.crop)
-    setting, measured = fast_path.choose(config.trainer.precision, config.trainer.memory_format,
-                                         placement.device_type, placement.world_size, measure,
-                                         config.runs_dir / "cache" / fast_path.CACHE_NAME, key)
-    if measured and announce:
-        timings = ", ".join(f"{p} {s:.2f} s" for p, s in setting.seconds_per_step.items())
-        notice(f"{experiment.architecture} ({kind}) on this CPU: {timings} per step -> {setting.describe()}")
-    return setting
 
 
 def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: DatasetLayout,
@@ -343,49 +167,22 @@ def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: Da
         datamodule: L.LightningDataModule = extract_features(config, created.model.backbone, images, setting,
                                                              progress)
         module = LitClassifier(created.model.head, len(layout.classes), t.learning_rate)
-        head_precision = fast_path.FP32 if setting.chosen != "configured" else setting.precision
-        trainer = _trainer(config, files, head_precision, progress)
+        precision = fast_path.FP32 if setting.chosen != "configured" else setting.precision
     else:
         datamodule = images
         module = LitClassifier(created.model, len(layout.classes), t.learning_rate)
-        trainer = _trainer(config, files, setting.precision, progress)
-    _fit(trainer, module, datamodule, files.checkpoint if plan.resume else None, experiment.name)
+        precision = setting.precision
+    history = EpochHistory()
+    trainer = _trainer(config, files, precision, history, progress)
+    _fit(trainer, module, datamodule, files.checkpoint if plan.resume else None, experiment.name, history)
     train_seconds = time.perf_counter() - start
 
     probabilities, targets = _in_sample_order(trainer.predict(module, datamodule=datamodule),
                                               len(images.val_samples))
-    metrics = _metrics(config, experiment, layout, created, module, plan.identity, probabilities, targets,
-                       train_seconds, str(trainer.strategy.root_device), images, plan.resume, setting)
-    _write_results(files, module.history, images.val_samples, layout.class_codes, probabilities, metrics)
+    metrics = _metrics(config, experiment, layout, created, len(history.rows), plan.identity, probabilities,
+                       targets, train_seconds, str(trainer.strategy.root_device), images, plan.resume, setting)
+    _write_results(files, history.rows, images.val_samples, layout.class_codes, probabilities, metrics)
     return ExperimentResult(experiment.name, files.run_dir, False, metrics.to_dict())
-
-
-@rank_zero_only
-def _prepare_run_dir(files: RunFiles, plan: Plan) -> None:
-    """Forget an earlier failure; on a fresh start also the checkpoint and results of an
-    earlier run (none may sit beside the new ones), and record what this run starts from."""
-    files.failed.unlink(missing_ok=True)
-    if plan.resume:
-        return
-    shutil.rmtree(files.checkpoint.parent, ignore_errors=True)
-    for path in files.results:
-        path.unlink(missing_ok=True)
-    results.write_json(files.started, plan.started)
-
-
-class FeatureExtractor(L.LightningModule):
-    """Runs a frozen backbone over normalised images; used once per frozen experiment."""
-
-    progress_label = "features"  # what the progress line calls its pass
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def predict_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Batch:
-        """Features, labels and sample indices of this batch in every process."""
-        x, y, index = batch
-        return self.all_gather((self.backbone(x).float(), y, index))
 
 
 def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule, setting: ComputeSetting,
@@ -397,7 +194,7 @@ def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModu
     the whole network every epoch, because a frozen backbone in eval mode computes the same
     features each time, and the loaders draw their order from their own generators.
     """
-    trainer = L.Trainer(**_placement(config, setting.precision), logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(**trainer_placement(config, setting.precision), logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=progress is not None,
                         callbacks=[progress] if progress else [])
     train, val = trainer.predict(FeatureExtractor(backbone.eval()), datamodule=images)
@@ -429,38 +226,13 @@ def _in_sample_order(batches: list[Batch], size: int) -> tuple[torch.Tensor, tor
     return outputs[keep], labels[keep]
 
 
-def _placement(config: Config, precision: str = fast_path.FP32) -> dict[str, Any]:
-    """Where and how to compute: the config's [trainer] section (passed through), with the
-    precision resolved (`compute_setting`)."""
-    tc = config.trainer
-    return {"accelerator": tc.accelerator, "devices": tc.devices, "precision": precision,
-            "strategy": tc.strategy, "num_nodes": tc.num_nodes}
-
-
-def resolve_placement(config: Config) -> Placement:
-    """Processes and device type as Lightning resolves `[trainer]` and the launch environment.
-    Building the Trainer also gives this process its global rank for `rank_zero_only`. Its
-    device banner goes nowhere: every experiment's log has the same."""
-    with lightning_output_to(None):
-        trainer = L.Trainer(**_placement(config), logger=False, enable_checkpointing=False,
-                            enable_progress_bar=False, enable_model_summary=False)
-    return Placement(trainer.world_size, trainer.strategy.root_device.type)
-
-
-def is_global_zero() -> bool:
-    """Whether this is global rank 0, the process that writes and reports. Lightning takes the
-    rank from the launch environment until a Trainer is built (a process it started to
-    share the training has LOCAL_RANK > 0), then from the Trainer."""
-    return rank_zero_only.rank == 0
-
-
-def _trainer(config: Config, files: RunFiles, precision: str,
+def _trainer(config: Config, files: RunFiles, precision: str, history: EpochHistory,
              progress: ExperimentProgress | None = None) -> L.Trainer:
     # Without a monitor, top-1 is the newest epoch: one file, overwritten each epoch.
     checkpoint = ModelCheckpoint(dirpath=files.checkpoint.parent, filename=files.checkpoint.stem, save_top_k=1,
                                  enable_version_counter=False)
     return L.Trainer(
-        **_placement(config, precision),
+        **trainer_placement(config, precision),
         max_epochs=config.training.epochs,
         default_root_dir=files.run_dir,
         logger=False,
@@ -468,12 +240,12 @@ def _trainer(config: Config, files: RunFiles, precision: str,
         enable_model_summary=False,
         # Without the experiment's progress line, no bar at all: Lightning would add its own.
         enable_progress_bar=progress is not None,
-        callbacks=[checkpoint, *([progress] if progress else [])],
+        callbacks=[history, checkpoint, *([progress] if progress else [])],
     )
 
 
 def _fit(trainer: L.Trainer, module: LitClassifier, datamodule: L.LightningDataModule,
-         checkpoint: Path | None, name: str) -> None:
+         checkpoint: Path | None, name: str, history: EpochHistory) -> None:
     """Run trainer.fit; Ctrl-C becomes a one-line error that says how to resume."""
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=checkpoint, weights_only=True)
@@ -481,7 +253,7 @@ def _fit(trainer: L.Trainer, module: LitClassifier, datamodule: L.LightningDataM
         if not trainer.interrupted:
             raise
         raise Interrupted(
-            f"{name}: interrupted after {len(module.history)} finished epoch(s); "
+            f"{name}: interrupted after {len(history.rows)} finished epoch(s); "
             "run the same command again to resume from the last checkpoint"
         ) from None
     finally:
@@ -491,7 +263,7 @@ def _fit(trainer: L.Trainer, module: LitClassifier, datamodule: L.LightningDataM
 
 
 def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout, created: Any,
-             module: LitClassifier, identity: dict[str, Any], probabilities: torch.Tensor,
+             epochs: int, identity: dict[str, Any], probabilities: torch.Tensor,
              targets: torch.Tensor, train_seconds: float, device: str,
              images: MonkeyDataModule, resumed: bool, setting: ComputeSetting) -> RunMetrics:
     n = len(layout.classes)
@@ -519,7 +291,7 @@ def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout
         params_head=count_parameters(head)[0],
         head=HeadRecord(in_features=head[0].in_features, hidden=arch.head_hidden,
                         dropout=arch.head_dropout, outputs=n),
-        epochs=len(module.history),
+        epochs=epochs,
         train_seconds=round(train_seconds, 2),
         resumed=resumed,
         device=device,
@@ -545,29 +317,10 @@ def library_versions() -> dict[str, str]:
 @rank_zero_only
 def _write_results(files: RunFiles, history: list[dict[str, float]], samples: list[Sample],
                    codes: list[str], probabilities: torch.Tensor, metrics: RunMetrics) -> None:
-    _write_history(files.history, history)
-    _write_predictions(files.predictions, samples, codes, probabilities)
+    History(history).write(files.history)
+    Predictions([s.relpath for s in samples], codes, np.array([s.label for s in samples], dtype=np.int64),
+                probabilities.argmax(dim=1).numpy(), probabilities.numpy()).write(files.predictions)
     results.write_json(files.metrics, metrics.to_dict())  # last: it marks the run finished
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    results.write_text(path, buffer.getvalue())
-
-
-def _write_history(path: Path, history: list[dict[str, float]]) -> None:
-    _write_csv(path, list(HISTORY_COLUMNS), [[row[c] for c in HISTORY_COLUMNS] for row in history])
-
-
-def _write_predictions(path: Path, samples: list[Sample], codes: list[str],
-                       probabilities: torch.Tensor) -> None:
-    predicted = probabilities.argmax(dim=1).tolist()
-    rows = [[sample.relpath, codes[sample.label], codes[p], *(f"{q:.6f}" for q in probs)]
-            for sample, p, probs in zip(samples, predicted, probabilities.tolist())]
-    _write_csv(path, ["file", "true_class", "predicted_class", *(f"prob_{c}" for c in codes)], rows)
 
 
 @dataclass(frozen=True)
@@ -631,13 +384,18 @@ def train_all(config: Config, only: list[str] | None = None, force: bool = False
 
 @rank_zero_only
 def _record_failure(files: RunFiles, failure: ExperimentFailure) -> None:
-    results.write_json(files.failed, {"experiment": failure.name, "reason": failure.reason})
+    RunFailure(failure.name, failure.reason).write(files.failed)
 
 
-def _matches(finished: dict[str, Any] | None, identity: dict[str, Any]) -> bool:
-    """Whether a metrics.json belongs to a run with this identity. One written before
-    `world_size` was recorded counts as one process."""
-    if not finished:
-        return False
-    recorded = {"world_size": 1} | finished
-    return all(recorded.get(key) == value for key, value in identity.items())
+def run_stage(config: Config, options: Options) -> StageOutcome:
+    """The pipeline's train stage: every configured experiment, finished ones reused. With a
+    failed experiment the stage is incomplete, so the next build tries it again."""
+    start = time.perf_counter()
+    ran = train_all(config, force=options.force, show_progress=options.show_progress,
+                    echo=lambda line: options.echo(f"train: {line}"))
+    failed = [r.name for r in ran if isinstance(r, ExperimentFailure)]
+    reused = sum(1 for r in ran if isinstance(r, ExperimentResult) and r.skipped)
+    return StageOutcome(f"train {timed(start)}: {len(ran)} experiment(s), {reused} unchanged, "
+                        f"{len(ran) - reused - len(failed)} trained, {len(failed)} failed -> {config.runs_dir}",
+                        complete=not failed, failed=failed,
+                        reason=f"failed: {', '.join(failed)}" if failed else "")

@@ -19,7 +19,7 @@ from conftest import REPO, make_dataset, noise_image
 
 def eda_on(root: Path, out: Path) -> dict:
     cfg = load_config(REPO / "configs" / "monkeyreport.toml").with_overrides(data_dir=root, out=out)
-    return run_eda(cfg, show_progress=False).summary
+    return run_eda(cfg, show_progress=False)
 
 
 def test_every_odd_mode_is_used_as_rgb(tmp_path):
@@ -114,12 +114,14 @@ def test_output_folder_that_is_a_file_is_a_clear_error(tmp_path):
 
 
 def test_names_from_the_dataset_are_escaped_in_html(tmp_path):
-    from monkeyreport.render import render
+    from monkeyreport.pipeline import Options, render_report
 
     root = make_dataset(tmp_path / "d")
     (root / "training" / "training" / "n0" / "<b>x&y.jpg").write_text("not an image")
     cfg = load_config(REPO / "configs" / "smoke.toml").with_overrides(data_dir=root, out=tmp_path / "r")
     run_eda(cfg, show_progress=False)
-    render(cfg, "html")
+    lines: list[str] = []
+    rendered = render_report(cfg, Options(fmt="html", templates_dir=REPO / "templates", echo=lines.append))
+    assert rendered.ran == ["stats", "figures", "render"], lines
     html = (tmp_path / "r" / "report.html").read_text()
     assert "&lt;b&gt;x&amp;y.jpg" in html and "<b>x&y.jpg" not in html

@@ -19,7 +19,8 @@ from monkeyreport.config import load_config
 from monkeyreport.datamodule import Preprocessing, open_image_cache
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.results import RunFiles
-from monkeyreport.training import checkpoint_problem, plan_experiment, train_all
+from monkeyreport.run_plan import checkpoint_problem, plan_experiment
+from monkeyreport.training import train_all
 
 from conftest import make_dataset
 from test_caches import STATS, _cache
@@ -62,9 +63,9 @@ def test_every_process_plans_the_same_for_a_damaged_checkpoint(tmp_path, monkeyp
         monkeypatch.setattr(rank_zero_only, "rank", rank)
         return plan_experiment(cfg, experiment, "fingerprint", 2)
 
-    results.write_json(files.started, plan(0).started)
+    plan(0).started.write(files.started)
     files.checkpoint.parent.mkdir()
-    torch.save({"state_dict": {"w": torch.zeros(3)}, "history": []}, files.checkpoint)
+    torch.save({"state_dict": {"w": torch.zeros(3)}}, files.checkpoint)
     assert plan(1).resume and plan(0).resume  # readable: every process resumes
 
     files.checkpoint.write_bytes(files.checkpoint.read_bytes()[:500])  # cut short

@@ -23,10 +23,11 @@ import torch
 from monkeyreport.config import load_config
 from monkeyreport.datamodule import DecodedImages, Preprocessing, Sample
 from monkeyreport.models import create
-from monkeyreport.training import plan_experiment, resolve_placement
+from monkeyreport.placement import resolve_placement
+from monkeyreport.run_plan import plan_experiment
 
 from conftest import make_dataset, wait_for_file
-from test_training import VANILLA, read_csv, write_config
+from test_training import VANILLA, checkpoint_history, read_csv, write_config
 
 MONKEYREPORT = str(Path(sys.executable).parent / "monkeyreport")
 FROZEN = {"name": "frozen", "architecture": "resnet34", "frozen": True}  # trains on cached features
@@ -156,7 +157,7 @@ def test_a_killed_two_process_run_resumes_from_its_checkpoint(tmp_path):
     os.killpg(process.pid, signal.SIGKILL)  # both processes, no handler runs
     process.wait()
     assert not (run / "metrics.json").exists()
-    finished = len(torch.load(checkpoint, map_location="cpu", weights_only=True)["history"])
+    finished = len(checkpoint_history(checkpoint))
     assert 1 <= finished < 30
 
     done = run_cli("train", "--config", str(config))

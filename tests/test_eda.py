@@ -1,11 +1,14 @@
+import dataclasses
 import shutil
 import time
 from pathlib import Path
 
 from PIL import Image
 
+from monkeyreport import pipeline
 from monkeyreport.config import Config, load_config
 from monkeyreport.eda import FIGURES, run_eda
+from monkeyreport.results import ReportFiles, read_json
 
 from conftest import REPO, make_dataset, noise_image
 
@@ -15,13 +18,22 @@ def config_for(data: Path, out: Path) -> Config:
     return cfg
 
 
+def run_eda_stage(cfg: Config, force: bool = False) -> tuple[pipeline.PipelineOutcome, str]:
+    """The eda stage as `monkeyreport eda` runs it: the outcome and its one result line."""
+    lines: list[str] = []
+    outcome = pipeline.run(cfg, pipeline.Options(force=force, show_progress=False, echo=lines.append), ["eda"])
+    assert outcome.lines == lines and len(lines) == 1, lines
+    return outcome, lines[0]
+
+
 def test_shared_dataset_counts_duplicates_figures_and_skip(shared_dataset, tmp_path):
     cfg = config_for(shared_dataset, tmp_path / "report")
     start = time.perf_counter()
-    first = run_eda(cfg, show_progress=False)
+    first, line = run_eda_stage(cfg)
     elapsed = time.perf_counter() - start
-    s = first.summary
-    assert not first.skipped
+    assert first.ran == ["eda"] and line.startswith("eda done in "), line
+    assert "1098 training, 272 validation images" in line
+    s = read_json(ReportFiles(cfg.report_dir).eda)
     print(f"EDA of the shared dataset: {elapsed:.1f} s")  # a benchmark figure, not an assertion
     assert s["splits"]["training"]["total"] == 1098
     assert s["splits"]["validation"]["total"] == 272
@@ -39,9 +51,9 @@ def test_shared_dataset_counts_duplicates_figures_and_skip(shared_dataset, tmp_p
     for rel in FIGURES.values():
         with Image.open(cfg.report_dir / rel) as image:
             assert image.width > 1000
-    second = run_eda(cfg, show_progress=False)
-    assert second.skipped
-    assert second.summary == s
+    second, line = run_eda_stage(cfg)
+    assert second.ran == [] and line == "eda unchanged, skipped"
+    assert read_json(ReportFiles(cfg.report_dir).eda) == s
 
 
 def test_bad_files_are_used_or_listed_and_run_completes(tmp_path):
@@ -57,7 +69,7 @@ def test_bad_files_are_used_or_listed_and_run_completes(tmp_path):
     noise_image(102, mode="RGBA").save(folder / "rgba.png")
     noise_image(103, mode="L").save(folder / "gray.jpg")
     cfg = config_for(root, tmp_path / "report")
-    s = run_eda(cfg, show_progress=False).summary
+    s = run_eda(cfg, show_progress=False)
     reasons = {Path(u["file"]).name: u["reason"] for u in s["unreadable"]}
     assert set(reasons) == {"zero.jpg", "text.jpg", "cut.jpg", "huge.png"}
     assert "safety limit" in reasons["huge.png"]
@@ -76,7 +88,7 @@ def test_cross_split_duplicates_are_found(tmp_path):
     shutil.copy(train / "n0t000.jpg", val / "copy.jpg")
     with Image.open(train / "n0t001.jpg") as image:
         image.resize((80, 53)).save(val / "smaller.jpg", quality=70)
-    s = run_eda(config_for(root, tmp_path / "r"), show_progress=False).summary
+    s = run_eda(config_for(root, tmp_path / "r"), show_progress=False)
     dup = s["duplicates"]
     kinds = sorted(g["kind"] for g in dup["groups"])
     assert kinds == ["exact", "near"]
@@ -87,11 +99,22 @@ def test_cross_split_duplicates_are_found(tmp_path):
 def test_rerun_when_data_or_settings_change(tmp_path):
     root = make_dataset(tmp_path / "d")
     cfg = config_for(root, tmp_path / "r")
-    assert not run_eda(cfg, show_progress=False).skipped
-    assert run_eda(cfg, show_progress=False).skipped
-    assert not run_eda(cfg, force=True, show_progress=False).skipped
+    assert run_eda_stage(cfg)[0].ran == ["eda"]
+    assert ReportFiles(cfg.report_dir).stamp("eda").is_file()
+    skipped, line = run_eda_stage(cfg)
+    assert skipped.ran == [] and line == "eda unchanged, skipped"
+    forced, line = run_eda_stage(cfg, force=True)
+    assert forced.ran == ["eda"] and line.startswith("eda done in ")
     noise_image(500).save(root / "validation" / "validation" / "n2" / "new.jpg")
-    changed = run_eda(cfg, show_progress=False)
-    assert not changed.skipped and changed.summary["splits"]["validation"]["total"] == 7
+    changed, line = run_eda_stage(cfg)
+    assert changed.ran == ["eda"] and "12 training, 7 validation images" in line
+    assert read_json(ReportFiles(cfg.report_dir).eda)["splits"]["validation"]["total"] == 7
+    assert run_eda_stage(cfg)[0].ran == []
     (cfg.report_dir / FIGURES["sample_grid"]).unlink()
-    assert not run_eda(cfg, show_progress=False).skipped
+    assert run_eda_stage(cfg)[0].ran == ["eda"]
+    assert (cfg.report_dir / FIGURES["sample_grid"]).is_file()
+    assert run_eda_stage(cfg)[0].ran == []
+    stricter = dataclasses.replace(cfg.eda, near_duplicate_distance=cfg.eda.near_duplicate_distance - 1)
+    settings = dataclasses.replace(cfg, eda=stricter)
+    assert run_eda_stage(settings)[0].ran == ["eda"]
+    assert run_eda_stage(settings)[0].ran == []

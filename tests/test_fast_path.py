@@ -14,7 +14,8 @@ from monkeyreport.config import load_config
 from monkeyreport.datamodule import MonkeyDataModule, Preprocessing
 from monkeyreport.fast_path import BF16, FP32, choose
 from monkeyreport.models import create
-from monkeyreport.training import compute_setting, resolve_placement, train_all
+from monkeyreport.placement import compute_setting, resolve_placement
+from monkeyreport.training import train_all
 
 from test_training import VANILLA, dataset, write_config  # noqa: F401 (fixture)
 

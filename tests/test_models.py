@@ -1,10 +1,14 @@
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
 from typer.testing import CliRunner
 
+from monkeyreport.architectures import ARCHITECTURES
 from monkeyreport.cli import app
-from monkeyreport.models import WeightsError, count_parameters, create, list_architectures
+from monkeyreport.models import WeightsError, count_parameters, create, get_architecture, list_architectures
 
 from conftest import REPO
 
@@ -87,6 +91,21 @@ def test_unknown_architecture():
     with pytest.raises(Exception, match="unknown architecture 'vgg'"):
         create("vgg")
     assert {"vanilla_cnn", "alexnet", "resnet34", "efficientnet_b0", "efficientnet_lite0"} <= set(list_architectures())
+
+
+@pytest.mark.parametrize("name", list(ARCHITECTURES))
+def test_every_architecture_is_registered_and_its_grad_cam_layer_resolves(name):
+    arch = get_architecture(name)
+    assert arch.role in ("baseline", "transfer") and arch.title == ARCHITECTURES[name].title
+    backbone = create(name, pretrained="none").model.backbone
+    layer = backbone.get_submodule(arch.grad_cam_layer)
+    assert isinstance(layer, torch.nn.Module) and layer is not backbone
+
+
+def test_registry_facts_match_the_builders_and_import_without_torch():
+    assert list_architectures() == list(ARCHITECTURES)
+    check = "import monkeyreport.architectures, sys; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", check], check=True, cwd=REPO)
 
 
 def test_models_command_lists_the_seven_experiments():

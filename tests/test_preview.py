@@ -14,7 +14,7 @@ import pytest
 from conftest import REPO
 from monkeyreport.config import load_config
 from monkeyreport.preview import EVENTS_PATH, RELOAD_SCRIPT, serve
-from monkeyreport.render import render
+from monkeyreport.pipeline import Options, render_report
 
 from test_render import copy_project, project  # noqa: F401  (module fixture reused)
 
@@ -34,7 +34,9 @@ class Preview:
         config = load_config(p["config"])
 
         def render_html() -> None:
-            render(load_config(p["config"]), "html", templates_dir=templates, force=False)
+            # As `monkeyreport preview` does: statistics, figures and the HTML, each when stale.
+            render_report(load_config(p["config"]), Options(fmt="html", templates_dir=templates,
+                                                            echo=lambda _: None), force=False)
 
         def started(url: str) -> None:
             self.url = url

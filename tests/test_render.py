@@ -205,9 +205,11 @@ def test_template_errors_are_one_line_and_keep_the_old_report(project, tmp_path)
     section.write_text("\n".join(lines) + "\n")
     result = render_with(p["config"], tmp_path / "templates")
     assert result.exit_code == 1
-    message = result.output.strip()
-    assert len(message.splitlines()) == 1, message
-    assert where in message, message
+    # Result lines of the stages before render may come first (stdout); the error is one line.
+    message = result.stderr.strip()
+    assert len(message.splitlines()) == 1, result.output
+    assert message.startswith("error: ") and where in message, message
+    assert result.output.strip().splitlines()[-1] == message
     assert (p["report"] / "report.pdf").read_bytes() == before
 
     lines[index] = "{% for f in findings %}{{ no_such_value }}"
@@ -236,13 +238,20 @@ def test_url_fetcher_refuses_network_and_escapes(tmp_path):
 
 
 def test_render_does_not_import_torch(project, tmp_path):
+    """`render` as the CLI runs it: statistics and figures computed again, then the report."""
     p = copy_project(project, tmp_path)
-    code = ("import sys; from pathlib import Path; import monkeyreport.render as r; "
+    (p["report"] / "stats" / "stats.json").unlink()
+    (p["report"] / "figures" / "figures.json").unlink()
+    (p["report"] / "report.html").unlink()
+    code = ("import sys; from pathlib import Path; from monkeyreport import pipeline; "
             "from monkeyreport.config import load_config; "
-            f"r.render(load_config(Path({str(p['config'])!r})), 'html'); "
+            f"outcome = pipeline.render_report(load_config(Path({str(p['config'])!r})), "
+            f"pipeline.Options(fmt='html', templates_dir=Path({str(REPO / 'templates')!r}), echo=print)); "
+            "assert outcome.ran == ['stats', 'figures', 'render'], outcome.lines; "
             "assert 'torch' not in sys.modules, 'torch imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert (p["report"] / "report.html").is_file() and (p["report"] / "stats" / "stats.json").is_file()
 
 
 def finding_row(name, arch, frozen, acc, params=1):
@@ -269,7 +278,7 @@ def word(finding_list, num_classes=10) -> str:
 
 
 def test_conclusions_follow_the_numbers_and_their_significance():
-    from monkeyreport.context import findings
+    from monkeyreport.findings import findings
 
     rows = [finding_row("v", "vanilla_cnn", False, 0.46), finding_row("af", "AlexNet", True, 0.94),
             finding_row("at", "AlexNet", False, 0.11)]
@@ -302,7 +311,7 @@ def test_conclusions_follow_the_numbers_and_their_significance():
 def test_parameter_trend_needs_three_architectures():
     from dataclasses import replace
 
-    from monkeyreport.context import findings
+    from monkeyreport.findings import findings
     from monkeyreport.stats import parameter_trend
 
     two_archs = [finding_row("v", "vanilla_cnn", False, 0.55, 1_400_000),
@@ -331,8 +340,9 @@ def test_missing_figure_names_the_template_line_and_keeps_the_report(project, tm
     section.write_text("\n".join(lines) + "\n")
     result = render_with(p["config"], tmp_path / "templates")
     assert result.exit_code == 1
-    assert result.output.startswith("error: templates/sections/04_datos.html.j2:3: figure "
-                                    "figures/mapa_de_especies.png not found")
+    assert result.stderr.startswith("error: templates/sections/04_datos.html.j2:3: figure "
+                                    "figures/mapa_de_especies.png not found"), result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.output
     assert (p["report"] / "report.html").read_text() == before
 
 
@@ -353,7 +363,7 @@ def test_every_word_of_the_report_comes_from_the_templates(project, tmp_path):
 
 
 def test_overfitting_is_found_where_validation_loss_rises_after_its_minimum():
-    from monkeyreport.context import findings
+    from monkeyreport.findings import findings
 
     rows = [finding_row("v", "vanilla_cnn", False, 0.5), finding_row("e", "lite0", False, 0.9)]
     rows[1]["best"] = True

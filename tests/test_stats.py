@@ -13,7 +13,7 @@ import torch
 from torchmetrics.functional.classification import multiclass_accuracy, multiclass_f1_score
 from typer.testing import CliRunner
 
-from monkeyreport import stats
+from monkeyreport import pipeline, stats
 from monkeyreport.cli import app
 from monkeyreport.results import Predictions
 from monkeyreport.spanish_format import decimal
@@ -116,17 +116,24 @@ def test_statistics_recomputed_only_when_predictions_change(project, tmp_path): 
     config = load_config(p["config"])
     path = p["report"] / "stats" / "stats.json"
     path.unlink()
-    first, recomputed = stats.ensure(config)
-    assert recomputed
-    again, recomputed = stats.ensure(config)
-    assert not recomputed and again == first
+    lines: list[str] = []
+    options = pipeline.Options(show_progress=False, echo=lines.append)
+    assert pipeline.run(config, options, ["stats"]).ran == ["stats"]
+    assert lines[-1].startswith("stats done in ") and lines[-1].endswith(f"-> {path}")
+    first = json.loads(path.read_text())
+    assert "inputs" not in first  # freshness is the stamp's business (report/.stages/stats.json)
+    assert pipeline.run(config, options, ["stats"]).ran == []
+    assert lines[-1] == "stats unchanged, skipped"
+    assert json.loads(path.read_text()) == first
     predictions = p["runs"] / "vanilla_cnn" / "predictions.csv"
-    lines = predictions.read_text().splitlines()
-    lines[1] = re.sub(r",n(\d),n\d,", lambda m: f",n{m.group(1)},n{m.group(1)},", lines[1])  # now right
-    predictions.write_text("\n".join(lines) + "\n")
-    changed, recomputed = stats.ensure(config)
-    assert recomputed
+    lines_csv = predictions.read_text().splitlines()
+    lines_csv[1] = re.sub(r",n(\d),n\d,", lambda m: f",n{m.group(1)},n{m.group(1)},", lines_csv[1])  # now right
+    predictions.write_text("\n".join(lines_csv) + "\n")
+    assert pipeline.run(config, options, ["stats"]).ran == ["stats"]
+    changed = json.loads(path.read_text())
     assert changed["experiments"]["vanilla_cnn"]["all"]["accuracy"]["value"] == pytest.approx(1 / 6)
+    assert first["experiments"]["vanilla_cnn"]["all"]["accuracy"]["value"] == pytest.approx(0)
+    assert pipeline.run(config, options, ["stats"]).ran == []
 
 
 def test_damaged_result_files_mark_their_row_and_fail_the_command(project, tmp_path):  # noqa: F811

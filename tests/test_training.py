@@ -15,6 +15,7 @@ from monkeyreport import training
 from monkeyreport.cli import app
 from monkeyreport.config import load_config
 from monkeyreport.errors import MonkeyReportError
+from monkeyreport.results import Predictions, RunFailure, RunFiles
 from monkeyreport.training import ExperimentFailure, Interrupted, train_all
 
 from conftest import make_dataset, wait_for_file
@@ -43,6 +44,13 @@ def dataset(tmp_path):
 def read_csv(path: Path) -> list[dict[str, str]]:
     with path.open() as f:
         return list(csv.DictReader(f))
+
+
+def checkpoint_history(path: Path) -> list[dict[str, float]]:
+    """The epoch rows a Lightning checkpoint holds (history.EpochHistory's state)."""
+    import torch
+
+    return torch.load(path, map_location="cpu", weights_only=True)["callbacks"]["EpochHistory"]["rows"]
 
 
 def test_results_contract_and_metrics_agree_with_predictions(tmp_path, dataset):
@@ -124,6 +132,7 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, dataset
         train_all(cfg, show_progress=False)
     run = cfg.runs_dir / "vanilla"
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
+    assert [row["epoch"] for row in checkpoint_history(run / "checkpoints" / "last.ckpt")] == [1]
 
     monkeypatch.setattr(training, "_trainer", real_trainer)
     (resumed,) = train_all(cfg, show_progress=False)
@@ -151,7 +160,7 @@ def test_a_failing_experiment_does_not_stop_the_others(tmp_path, dataset):
     outcomes = train_all(load_config(path), show_progress=False)
     assert isinstance(outcomes[0], ExperimentFailure)
     assert outcomes[0].reason.startswith("resnet34: ") and "lacks" in outcomes[0].reason
-    assert json.loads((tmp_path / "runs" / "broken" / "failed.json").read_text())["reason"] == outcomes[0].reason
+    assert RunFailure.read(RunFiles.of(tmp_path / "runs", "broken").failed) == RunFailure("broken", outcomes[0].reason)
     assert outcomes[1].metrics["experiment"] == "vanilla"
     result = CliRunner().invoke(app, ["train", "--config", str(path)])
     assert result.exit_code == 1
@@ -188,8 +197,6 @@ def test_frozen_lite0_with_packaged_weights_learns_the_monkeys(tmp_path, shared_
 
 
 def test_killed_run_leaves_complete_files_and_the_rerun_resumes(tmp_path, dataset):
-    import torch
-
     path = write_config(tmp_path, [VANILLA], dataset, epochs=40)
     command = [str(Path(sys.executable).parent / "monkeyreport"), "train", "--config", str(path)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -200,9 +207,21 @@ def test_killed_run_leaves_complete_files_and_the_rerun_resumes(tmp_path, datase
     process.kill()  # SIGKILL: no handler runs
     process.wait()
     assert not (run / "metrics.json").exists() and not (run / "history.csv").exists()
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    finished = len(state["history"])
+    finished = len(checkpoint_history(checkpoint))
     assert 1 <= finished < 40
     (resumed,) = train_all(load_config(path), show_progress=False)
     assert resumed.metrics["resumed"] is True and resumed.metrics["epochs"] == 40
     assert [int(h["epoch"]) for h in read_csv(run / "history.csv")] == list(range(1, 41))
+
+
+def test_predictions_written_are_read_back(tmp_path):
+    written = Predictions(["a/1.jpg", "b/2.jpg", "c/3.jpg"], ["n0", "n1"], np.array([0, 1, 1]), np.array([0, 0, 1]),
+                          np.array([[0.75, 0.25], [0.5, 0.5], [0.125, 0.875]]))
+    path = tmp_path / "predictions.csv"
+    written.write(path)
+    assert path.read_text().splitlines()[:2] == ["file,true_class,predicted_class,prob_n0,prob_n1",
+                                                 "a/1.jpg,n0,n0,0.750000,0.250000"]
+    read = Predictions.read(path)
+    assert (read.files, read.classes) == (written.files, written.classes)
+    for name in ("true", "predicted", "probabilities"):
+        assert np.array_equal(getattr(read, name), getattr(written, name)), name

@@ -1,0 +1,94 @@
+"""Where each run stands, from its files alone and without torch: the identity that decides
+whether a finished run is reused (`experiment_hash`), and each run's state for
+`monkeyreport status`.
+
+The number of processes is part of a run's identity too (run_plan.py); it is known only once
+Lightning has resolved `[trainer]`, so `status` leaves it out and training checks it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from monkeyreport import results
+from monkeyreport.config import Config, ExperimentConfig, resolve_data_root, stable_hash
+from monkeyreport.errors import MonkeyReportError
+from monkeyreport.results import RESULTS_SCHEMA, RunFailure, RunFiles, RunMetrics, RunStart
+
+
+def experiment_hash(config: Config, experiment: ExperimentConfig) -> str:
+    """Everything in the config that changes an experiment's numbers (not where or how fast
+    it runs; the number of processes, which does, is in the identity beside it). Precision
+    and memory format count as configured: what "auto" picks on this machine is recorded in
+    metrics.json, like the device, so a finished run is not redone to measure again."""
+    t = config.training
+    return stable_hash(RESULTS_SCHEMA, experiment, config.seed, t.epochs, t.batch_size,
+                       t.learning_rate, t.resize, t.crop, t.max_images_per_class,
+                       config.trainer.precision, config.trainer.memory_format)
+
+
+State = Literal["finished", "stale", "resumable", "failed", "not trained"]
+
+
+@dataclass(frozen=True)
+class RunState:
+    experiment: str
+    fresh: bool
+    state: State
+    reasons: list[str]
+
+    def line(self) -> str:
+        why = f": {'; '.join(self.reasons)}" if self.reasons else ""
+        return f"  run {self.experiment}: {self.state}{why}"
+
+
+def dataset_fingerprint(config: Config) -> str | None:
+    """The dataset's fingerprint (data.fingerprint), or None when it cannot be found."""
+    from monkeyreport.data import fingerprint, list_files, locate
+
+    try:
+        layout = locate(resolve_data_root(config))
+    except MonkeyReportError:
+        return None
+    return fingerprint(layout, list_files(layout))
+
+
+def run_states(config: Config) -> list[RunState]:
+    """Each configured experiment's run: finished with the current settings and data, or why not."""
+    fingerprint = dataset_fingerprint(config)
+    return [_state(config, experiment, fingerprint) for experiment in config.experiments]
+
+
+def _state(config: Config, experiment: ExperimentConfig, fingerprint: str | None) -> RunState:
+    files = RunFiles.of(config.runs_dir, experiment.name)
+    expected = experiment_hash(config, experiment)
+    name = experiment.name
+    if files.metrics.is_file():
+        try:
+            metrics = RunMetrics.read(files.metrics)
+        except MonkeyReportError as exc:
+            return RunState(name, False, "stale", [str(exc)])
+        reasons = []
+        if metrics.config_hash != expected:
+            reasons.append("its settings changed")
+        if fingerprint is None:
+            reasons.append("dataset not found")
+        elif metrics.dataset_fingerprint != fingerprint:
+            reasons.append("the dataset changed")
+        if not reasons:
+            return RunState(name, True, "finished", [])
+        return RunState(name, False, "stale", [*reasons, *_resume(files, expected)])
+    failure = RunFailure.read(files.failed)
+    resume = _resume(files, expected)
+    if failure:
+        return RunState(name, False, "failed", [failure.reason, *resume])
+    return RunState(name, False, "resumable" if resume else "not trained", resume)
+
+
+def _resume(files: RunFiles, expected: str) -> list[str]:
+    """'resumes from <checkpoint>' when the run in checkpoints/ has these settings."""
+    started = RunStart.read(files.started)
+    if files.checkpoint.is_file() and started and started.config_hash == expected:
+        return [f"resumes from {files.checkpoint}"]
+    return []

@@ -42,6 +42,7 @@ from pathlib import Path
 import torch
 
 from monkeyreport import fast_path, results
+from monkeyreport.results import CacheFiles
 from monkeyreport.architectures import IMAGENET_MEAN, IMAGENET_STD
 from monkeyreport.config import Config, ExperimentConfig, data_dir_override, load_config, resolve_data_root
 from monkeyreport.data import DatasetLayout, ImageRecord, fingerprint, list_files, locate, scan
@@ -158,7 +159,7 @@ def build_image_cache(config: Config, data: Dataset) -> float:
         select_samples(data.layout, data.records, "training", t.max_images_per_class, config.seed),
         select_samples(data.layout, data.records, "validation", t.max_images_per_class, config.seed),
         Preprocessing(t.resize, t.crop, IMAGENET_MEAN, IMAGENET_STD), t.batch_size, t.num_workers,
-        config.data.max_image_pixels, cache_dir=config.runs_dir / "cache", dataset_fingerprint=data.fingerprint,
+        config.data.max_image_pixels, cache_dir=CacheFiles(config.runs_dir).folder, dataset_fingerprint=data.fingerprint,
         seed=config.seed,
     ).prepare_data()
     return time.perf_counter() - start

@@ -9,7 +9,6 @@ rest on, which a template macro turns into sentences. Like render, this never im
 
 from __future__ import annotations
 
-import itertools
 import math
 import tomllib
 from datetime import date
@@ -20,7 +19,8 @@ from monkeyreport import results, selection
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.findings import findings, mcnemar_rows, row_scores
-from monkeyreport.results import ReportFiles, RunFiles, RunMetrics
+from monkeyreport.results import (EdaSummary, FiguresManifest, Interpretation, ModelSummary, ReportFiles, RunFailure,
+                                  RunFiles, RunMetrics, Statistics)
 
 # The report's sections on architectures, in document order: the families of section 2, then
 # the baseline (drawn with the details of the models); their diagrams are numbered in this order.
@@ -36,6 +36,7 @@ ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published
     ("efficientnet_b0", False): (0.9816, 0.9812),
 }
 ORIGINAL_COUNTS = {"training": 1097, "validation": 272}
+FIGURE_MARK = ("⟦fig:", "⟧")  # around a figure's key where its number goes (figure_number)
 SPECIES_FILE = "species.toml"  # in the templates folder: the canonical species names
 
 
@@ -46,23 +47,24 @@ def read_history(path: Path) -> list[dict[str, float]]:
     return results.History.read(path).rows
 
 
-def experiment_rows(config: Config, statistics: dict[str, Any]) -> list[dict[str, Any]]:
+def experiment_rows(config: Config, statistics: Statistics) -> list[dict[str, Any]]:
     """One row per configured experiment, in Tabla 1 order, with its run and statistics."""
     rows = []
     for exp in config.experiments:
         files = RunFiles.of(config.runs_dir, exp.name)
         run, problem = _read_run(files)
-        failed = results.read_json_if_exists(files.failed) if not (run or problem) else None
+        failed, failed_problem = _read_failure(files) if not (run or problem) else (None, "")
+        problem = problem or failed_problem
         status = "ok" if run else ("unreadable" if problem else ("failed" if failed else "pending"))
         rows.append({
             "name": exp.name, "label": exp.label, "architecture": exp.architecture,
             "frozen": exp.frozen, "pretrained": run.pretrained if run else exp.pretrained,
             "status": status, "transfer": not selection.is_baseline(exp.architecture),
-            "run": run, "reason": problem or (failed or {}).get("reason", ""),
-            "file": files.metrics,
+            "run": run, "reason": problem or (failed.reason if failed else ""),
+            "file": files.failed if failed_problem else files.metrics,
             "history": read_history(files.history) if run else [],
             "accuracy": run.accuracy if run else None, "macro_f1": run.macro_f1 if run else None,
-            "stats": statistics["experiments"].get(exp.name) if run else None,
+            "stats": statistics.experiments.get(exp.name) if run else None,
             "best": False,
         })
     for r in selection.top([r for r in rows if r["status"] == "ok"], row_scores):
@@ -76,6 +78,14 @@ def _read_run(files: RunFiles) -> tuple[RunMetrics | None, str]:
         return None, ""
     try:
         return RunMetrics.read(files.metrics), ""
+    except MonkeyReportError as exc:
+        return None, str(exc)
+
+
+def _read_failure(files: RunFiles) -> tuple[RunFailure | None, str]:
+    """Why the run failed, or the one-line problem of a damaged failed.json."""
+    try:
+        return RunFailure.read(files.failed), ""
     except MonkeyReportError as exc:
         return None, str(exc)
 
@@ -104,12 +114,12 @@ def species_table(templates_dir: Path) -> dict[str, dict[str, str]]:
     return table
 
 
-def class_entries(eda: dict[str, Any], species: dict[str, dict[str, str]]) -> list[dict[str, str]]:
+def class_entries(eda: EdaSummary, species: dict[str, dict[str, str]]) -> list[dict[str, str]]:
     """The dataset's classes named from the species table, or from the dataset's labels."""
     return [{"code": c["code"],
              "latin": species.get(c["code"], {}).get("latin", c["display_name"]),
              "common": species.get(c["code"], {}).get("common", c["common_name"].replace("_", " "))}
-            for c in eda["classes"]]
+            for c in eda.classes]
 
 
 def per_class_view(rows: list[dict[str, Any]], classes: list[dict[str, str]]) -> dict[str, Any] | None:
@@ -159,10 +169,10 @@ def architecture_entries(config: Config, rows: list[dict[str, Any]]) -> list[dic
         measured = [r["run"] for r in members if r["run"]]
         frozen = [r["run"] for r in members if r["run"] and r["frozen"]]
         run = measured[0] if measured else None
-        summary = results.read_json_if_exists(report.model_summary(arch)) or {}
-        archs.append({"name": arch, "order": order, "title": summary.get("title", members[0]["label"]),
-                      "family": summary.get("family", "other"), "library": summary.get("library", ""),
-                      "summary": summary or None,
+        summary = ModelSummary.read_if_exists(report.model_summary(arch))
+        archs.append({"name": arch, "order": order, "title": summary.title if summary else members[0]["label"],
+                      "family": summary.family if summary else "other", "library": summary.library if summary else "",
+                      "summary": summary,
                       "summary_file": report.model_summary(arch).relative_to(report.report_dir).as_posix(),
                       "head": run.head if run else None, "params_head": run.params_head if run else None,
                       "params_total": run.params_total if run else None,
@@ -189,80 +199,81 @@ def interpretation_view(config: Config, rows: list[dict[str, Any]],
                   for r in rows if r["status"] == "ok" and r["stats"]]
     view: dict[str, Any] = {"done": False, "confusions": confusions, "galleries": [], "gradcam": None,
                             "leakage": None}
-    data = results.read_json_if_exists(ReportFiles(config.report_dir).interpretation)
-    if not isinstance(data, dict):
+    data = Interpretation.read_if_exists(ReportFiles(config.report_dir).interpretation)
+    if data is None:
         return view
 
-    def figure(e: dict[str, Any], **facts: Any) -> dict[str, Any]:
+    def figure(e: dict[str, Any], key: str, **facts: Any) -> dict[str, Any]:
         src = e.get("file")
         src = src if src and (config.report_dir / src).is_file() else None
-        return {"number": None, "src": src, "missing": "" if src else "interpretation", "absent": [],
-                "error": e.get("error", "")} | facts
+        return {"number": figure_number(key) if src else None, "src": src,
+                "missing": "" if src else "interpretation", "absent": [], "error": e.get("error", "")} | facts
 
     view["done"] = True
-    for g in data.get("galleries", []):
+    for g in data.galleries:
         if g["experiment"] in by_name:
             items = [i | {"true_species": species(i["true"]), "predicted_species": species(i["predicted"])}
                      for i in g["items"]]
-            view["galleries"].append(figure(g, row=by_name[g["experiment"]], roles=g["roles"], cells=items,
+            view["galleries"].append(figure(g, f"top-losses-{g['experiment']}", row=by_name[g["experiment"]],
+                                            roles=g["roles"], cells=items,
                                             n_leaked=sum(i["leaked"] for i in items),
                                             n_wrong=sum(i["true"] != i["predicted"] for i in items)))
-    cam = data.get("gradcam")
+    cam = data.gradcam
     if cam:
         panels = [p | {"row": by_name.get(p["experiment"])} for p in cam["panels"]]
-        view["gradcam"] = figure(cam, title=cam["title"], target_layer=cam["target_layer"], panels=panels,
+        view["gradcam"] = figure(cam, "gradcam", title=cam["title"], target_layer=cam["target_layer"],
+                                 panels=panels,
                                  random_weights=any(p["random_weights"] for p in panels),
                                  failed=[p for p in panels if p["error"]],
                                  n_species=len(cam["images"]))
-    leak = data.get("leakage")
+    leak = data.leakage
     if leak:
-        view["leakage"] = figure(leak, pairs=[p | {"species": species(p["class"])} for p in leak["pairs"]])
+        view["leakage"] = figure(leak, "leakage", pairs=[p | {"species": species(p["class"])} for p in leak["pairs"]])
     return view
 
 
-def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any]],
-                   architectures: list[dict[str, Any]],
-                   interpretation: dict[str, Any] | None = None) -> dict[str, Any]:
+def figure_number(key: str) -> str:
+    """Where a figure's number goes: render numbers the figures in the order the templates
+    place them (render.number_figures), so a reordered section cannot misnumber them."""
+    return f"{FIGURE_MARK[0]}{key}{FIGURE_MARK[1]}"
+
+
+def figure_entries(config: Config, eda: EdaSummary, rows: list[dict[str, Any]],
+                   architectures: list[dict[str, Any]]) -> dict[str, Any]:
     """Every report figure's facts keyed by role, from figures.json (the figures stage).
 
-    Each entry has its number and `src` (None when it is not on disk) and says why it is
+    Each entry has its `number` (a `figure_number` mark that render replaces by the figure's
+    place in the document) and `src` (None when it is not on disk) and says why it is
     missing (`missing`: "figures" when the figures stage has not drawn it, "model_summary",
-    "eda" or "no_results"); the templates write the captions and the notes. The figures of
-    `interpretation` (interpretation_view) that have a file get their numbers here, in
-    document order: the leakage pairs after the sample grid, the galleries and Grad-CAM
-    after the training curves.
+    "eda" or "no_results"); the templates write the captions and the notes.
     """
     report = ReportFiles(config.report_dir)
     report_dir = config.report_dir
-    drawn = results.read_json_if_exists(report.figures_manifest) or {}
+    drawn = FiguresManifest.read_if_exists(report.figures_manifest)
     entries: dict[str, Any] = {}
 
     def on_disk(rel: str | None) -> str | None:
         return rel if rel and (report_dir / rel).is_file() else None
 
-    def entry(key: str, number: int, rel: str | None, missing: str = "", **facts: Any) -> None:
-        entries[key] = {"number": number, "src": on_disk(rel), "missing": "" if on_disk(rel) else missing,
-                        "absent": []} | facts
+    def entry(key: str, rel: str | None, missing: str = "", **facts: Any) -> None:
+        entries[key] = {"number": figure_number(key), "src": on_disk(rel),
+                        "missing": "" if on_disk(rel) else missing, "absent": []} | facts
 
-    number = itertools.count(1)  # figures are numbered in the order the report shows them
-    entry("cnn", next(number), drawn.get("cnn"), "figures")
+    entry("cnn", drawn and drawn.cnn, "figures")
 
     def diagram(arch: dict[str, Any]) -> dict[str, Any]:
-        rel = on_disk(drawn.get("diagrams", {}).get(arch["name"])) if arch["summary"] else None
+        rel = on_disk(drawn.diagrams.get(arch["name"])) if drawn and arch["summary"] else None
         missing = "" if rel else ("figures" if arch["summary"] else "model_summary")
-        return {"number": next(number), "src": rel, "missing": missing, "absent": [],
+        return {"number": figure_number(f"arch-{arch['name']}"), "src": rel, "missing": missing, "absent": [],
                 "architecture": arch["name"], "family": arch["family"], "title": arch["title"],
-                "input_shape": (arch["summary"] or {}).get("input_shape"), "summary_file": arch["summary_file"]}
+                "input_shape": arch["summary"].input_shape if arch["summary"] else None,
+                "summary_file": arch["summary_file"]}
 
     in_sections = [a for a in architectures if a["family"] in SECTION_FAMILIES]
     diagrams = [diagram(a) for a in in_sections]
-    entry("transfer", next(number), drawn.get("transfer"), "figures")
-    eda_figs = eda.get("figures", {})
+    entry("transfer", drawn and drawn.transfer, "figures")
     for key in ("class_distribution", "sample_grid"):
-        entry(key, next(number), eda_figs.get(key), "eda")
-    leakage = (interpretation or {}).get("leakage")
-    if leakage and leakage["src"]:
-        leakage["number"] = next(number)
+        entry(key, eda.figures.get(key), "eda")
     diagrams += [diagram(a) for a in architectures if a["family"] not in SECTION_FAMILIES]
     entries["diagrams"] = diagrams
 
@@ -272,18 +283,14 @@ def figure_entries(config: Config, eda: dict[str, Any], rows: list[dict[str, Any
     cms = []
     for arch, members in groups.items():
         done = [r for r in members if r["status"] == "ok"]
-        rel = on_disk(drawn.get("confusion", {}).get(arch)) if done else None
-        cms.append({"number": next(number), "src": rel,
+        rel = on_disk(drawn.confusion.get(arch)) if drawn and done else None
+        cms.append({"number": figure_number(f"confusion-{arch}"), "src": rel,
                     "missing": "" if rel else ("figures" if done else "no_results"),
                     "title": members[0]["label"], "members": done,
                     "absent": [r for r in members if r["status"] != "ok"]})
     entries["confusion"] = cms
     curves = any(r["status"] == "ok" and r["history"] for r in rows)
-    entry("curves", next(number), drawn.get("curves") if curves else None, "figures" if curves else "no_results")
-    if interpretation:
-        for f in [*interpretation["galleries"], interpretation["gradcam"]]:
-            if f and f["src"]:
-                f["number"] = next(number)
+    entry("curves", drawn.curves if drawn and curves else None, "figures" if curves else "no_results")
     return entries
 
 
@@ -302,21 +309,21 @@ def _shown_path(source: str | None) -> str | None:
         return path.name
 
 
-def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[str, Any],
+def build_context(config: Config, rows: list[dict[str, Any]], statistics: Statistics,
                   templates_dir: Path) -> dict[str, Any]:
     """Everything the templates need; `rows` from `experiment_rows`, `statistics` from stats.json."""
     report = ReportFiles(config.report_dir)
-    eda = results.read_json_if_exists(report.eda)
+    eda = EdaSummary.read_if_exists(report.eda)
     if eda is None:
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
     classes = class_entries(eda, species_table(templates_dir))
     architectures = architecture_entries(config, rows)
     per_class = per_class_view(rows, classes)
     interpretation = interpretation_view(config, rows, classes)
-    leakage = eda["duplicates"]["n_validation_files_in_cross_split_groups"]
+    leakage = eda.duplicates["n_validation_files_in_cross_split_groups"]
     tests = mcnemar_rows(rows, statistics)
     done = [r for r in rows if r["status"] == "ok"]
-    n_val_used = done[0]["run"].n_val if done else eda["splits"]["validation"]["total"]
+    n_val_used = done[0]["run"].n_val if done else eda.splits["validation"]["total"]
     measured = [r["stats"] for r in done if r["stats"]]
     # Leaked images among those the runs validated on (a subset profile uses fewer).
     leaked_used = n_val_used - measured[0]["leak_free"]["accuracy"]["n"] if measured else leakage
@@ -333,17 +340,17 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "eda": eda,
         "classes": classes,
         "num_classes": len(classes),
-        "train_total": eda["splits"]["training"]["total"],
-        "val_total": eda["splits"]["validation"]["total"],
-        "splits": eda["splits"],
-        "sizes": eda["image_sizes"],
-        "formats": eda["formats"],
-        "extensions": eda["extensions"],
-        "odd_files": eda["odd_files"],
-        "unreadable": eda["unreadable"],
-        "dup": eda["duplicates"],
+        "train_total": eda.splits["training"]["total"],
+        "val_total": eda.splits["validation"]["total"],
+        "splits": eda.splits,
+        "sizes": eda.image_sizes,
+        "formats": eda.formats,
+        "extensions": eda.extensions,
+        "odd_files": eda.odd_files,
+        "unreadable": eda.unreadable,
+        "dup": eda.duplicates,
         "leakage": leakage,
-        "dataset_problems": eda["dataset_problems"],
+        "dataset_problems": eda.dataset_problems,
         "training": {
             "epochs": config.training.epochs, "batch_size": config.training.batch_size,
             "learning_rate": config.training.learning_rate,
@@ -356,7 +363,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "architectures": architectures,
         "statistics": statistics,
         "n_val_used": n_val_used,
-        "n_train_used": done[0]["run"].n_train if done else eda["splits"]["training"]["total"],
+        "n_train_used": done[0]["run"].n_train if done else eda.splits["training"]["total"],
         "leaked_used": leaked_used,
         # Half-width of a 95 % normal-approximation interval at accuracy 0.95, for the text.
         "typical_margin": 1.96 * math.sqrt(0.95 * 0.05 / max(n_val_used, 1)),
@@ -366,11 +373,11 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: dict[s
         "failed": [r for r in rows if r["status"] == "failed"],
         "unreadable_results": [r for r in rows if r["status"] == "unreadable"],
         "findings": findings(rows, tests, len(classes), leaked_used,
-                             per_class["shared"] if per_class else [], statistics.get("parameters")),
-        "figures": figure_entries(config, eda, rows, architectures, interpretation),
+                             per_class["shared"] if per_class else [], statistics.parameters),
+        "figures": figure_entries(config, eda, rows, architectures),
         "interpretation": interpretation,
         "versions": done[0]["run"].versions if done else {},
-        "fingerprint": eda.get("dataset_fingerprint", ""),
+        "fingerprint": eda.dataset_fingerprint,
         "original": {"results": [ORIGINAL_RESULTS.get((r["architecture"], r["frozen"] and r["transfer"]))
                                  for r in rows],
                      "counts": ORIGINAL_COUNTS},

@@ -38,21 +38,20 @@ FIGURES = {
 }
 
 
-def run_eda(config: Config, show_progress: bool = True) -> dict[str, Any]:
-    """Analyse the dataset; write eda.json and the EDA figures; return the summary."""
+def run_eda(config: Config, show_progress: bool = True) -> results.EdaSummary:
+    """Analyse the dataset; write eda.json and the EDA figures; return what eda.json holds."""
     layout = locate(resolve_data_root(config))
     entries = list_files(layout)
     records = scan(layout, entries, config.data.max_image_pixels, config.eda.workers, show_progress)
-    summary = summarize(layout, records, config.eda.near_duplicate_distance)
-    summary.update(
-        schema=results.EDA_SCHEMA,
+    eda = results.EdaSummary(
+        **summarize(layout, records, config.eda.near_duplicate_distance),
         dataset_fingerprint=fingerprint(layout, entries),
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         figures=FIGURES,
     )
-    _draw_figures(layout, records, summary, config)
-    results.write_json(results.ReportFiles(config.report_dir).eda, summary)
-    return summary
+    _draw_figures(layout, records, eda, config)
+    eda.write(results.ReportFiles(config.report_dir).eda)
+    return eda
 
 
 def run_stage(config: Config, options: Options) -> StageOutcome:
@@ -60,11 +59,11 @@ def run_stage(config: Config, options: Options) -> StageOutcome:
     start = time.perf_counter()
     s = run_eda(config, options.show_progress)
     return StageOutcome(
-        f"eda {timed(start)}: {s['splits']['training']['total']} training, "
-        f"{s['splits']['validation']['total']} validation images, "
-        f"{len(s['unreadable'])} unusable, {len(s['odd_files'])} odd, "
-        f"{s['duplicates']['n_groups']} duplicate groups "
-        f"({s['duplicates']['n_cross_split_groups']} across splits) -> {results.ReportFiles(config.report_dir).eda}")
+        f"eda {timed(start)}: {s.splits['training']['total']} training, "
+        f"{s.splits['validation']['total']} validation images, "
+        f"{len(s.unreadable)} unusable, {len(s.odd_files)} odd, "
+        f"{s.duplicates['n_groups']} duplicate groups "
+        f"({s.duplicates['n_cross_split_groups']} across splits) -> {results.ReportFiles(config.report_dir).eda}")
 
 
 def summarize(layout: DatasetLayout, records: list[ImageRecord], near_distance: int) -> dict[str, Any]:
@@ -202,14 +201,14 @@ def find_duplicates(usable: list[ImageRecord], near_distance: int) -> dict[str, 
     }
 
 
-def _draw_figures(layout: DatasetLayout, records: list[ImageRecord], summary: dict[str, Any],
+def _draw_figures(layout: DatasetLayout, records: list[ImageRecord], eda: results.EdaSummary,
                   config: Config) -> None:
     from monkeyreport import figures  # matplotlib: only when there is something to draw
 
     report_dir = config.report_dir
     names = {c.code: c.display_name for c in layout.classes}
     figures.class_distribution(
-        {split: summary["splits"][split]["per_class"] for split in SPLITS}, names,
+        {split: eda.splits[split]["per_class"] for split in SPLITS}, names,
         report_dir / FIGURES["class_distribution"],
     )
     figures.sample_grid(_pick_samples(layout, records, config), report_dir / FIGURES["sample_grid"])

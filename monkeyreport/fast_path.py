@@ -40,7 +40,6 @@ AUTO = "auto"
 FP32 = "32-true"
 BF16 = "bf16-mixed"
 Pass = Literal["training", "features"]  # a training step of the model, or a backbone forward
-CACHE_NAME = "fast_path.json"
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from PIL import Image  # noqa: E402
 from matplotlib.ticker import ScalarFormatter  # noqa: E402
 
 from monkeyreport import spanish_format  # noqa: E402
-from monkeyreport.results import atomic_path  # noqa: E402
+from monkeyreport.results import ModelSummary, atomic_path  # noqa: E402
 
 DPI = 200
 JPEG_QUALITY = 90
@@ -211,15 +211,15 @@ def _short_layer(layer: str) -> str:
     return layer
 
 
-def architecture_diagram(summary: dict, path: Path) -> None:
+def architecture_diagram(summary: ModelSummary, path: Path) -> None:
     """Figuras 2-4: the stages of an instantiated model with output shape and parameters."""
-    stages = summary["stages"]
+    stages = summary.stages
     ncols = 4
     nrows = (len(stages) + 1 + ncols - 1) // ncols  # +1 for the input box
     fig, ax = _canvas(10, 1.35 * nrows + 0.2, (0, ncols * 2.5), (-(nrows - 0.4) * 1.35, 0.75))
-    boxes = [("Entrada", "×".join(map(str, summary["input_shape"])), "", "input")]
-    boxes += [(_short_layer(s["layer"]), "×".join(map(str, s["output_shape"])), _format_params(s["params"]) + " parám.",
-               s["group"]) for s in stages]
+    boxes = [("Entrada", "×".join(map(str, summary.input_shape)), "", "input")]
+    boxes += [(_short_layer(s.layer), "×".join(map(str, s.output_shape)), _format_params(s.params) + " parám.",
+               s.group) for s in stages]
     colors = {"input": "#e8e8e8", "backbone": "#cfe0f3", "head": "#f3d0d0"}
     centers = []
     for i, (layer, shape, params, group) in enumerate(boxes):

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from monkeyreport import selection
+from monkeyreport.results import Statistics
 
 FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
 OVERFITTING_RISE = 1.1  # validation loss 10 % above its minimum by the last epoch
@@ -24,10 +25,10 @@ def row_scores(row: dict[str, Any]) -> selection.Entry:
 # ----------------------------------------------------------------------------- significance
 
 
-def mcnemar_rows(rows: list[dict[str, Any]], statistics: dict[str, Any]) -> list[dict[str, Any]]:
+def mcnemar_rows(rows: list[dict[str, Any]], statistics: Statistics) -> list[dict[str, Any]]:
     """The McNemar tests of stats.json with the experiments' rows in place of their names."""
     by_name = {r["name"]: r for r in rows}
-    return [t | {"row_a": by_name[t["a"]], "row_b": by_name[t["b"]]} for t in statistics["mcnemar"]
+    return [t | {"row_a": by_name[t["a"]], "row_b": by_name[t["b"]]} for t in statistics.mcnemar
             if t["a"] in by_name and t["b"] in by_name]
 
 

@@ -17,22 +17,19 @@ what is here (context.interpretation_view), so it never imports torch.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from monkeyreport import results, selection
+from monkeyreport import selection
 from monkeyreport.architectures import facts
 from monkeyreport.config import Config, ExperimentConfig, resolve_data_root
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.pipeline import Options, StageOutcome, timed
-from monkeyreport.results import Predictions, ReportFiles, RunFiles, RunMetrics
+from monkeyreport.results import EdaSummary, Interpretation, Predictions, ReportFiles, RunFiles, RunMetrics, RunStart
 from monkeyreport.stats import leaked_validation_files
 
 TOP_LOSSES = 12  # images per top-loss gallery
@@ -206,9 +203,9 @@ def _grad_cam(runs: list[FinishedRun], image_root: Path, leaked: set[str], names
                      "pretrained": run.metrics.pretrained, "random_weights": run.metrics.pretrained == "none",
                      "error": "", "predictions": []}
             try:
-                started = results.read_json_if_exists(run.files.started) or {}
+                started = RunStart.read(run.files.started)
                 crops, maps, predicted = _cam_images(run, chosen, image_root,
-                                                     bool(started.get("trains_on_features", False)))
+                                                     bool(started and started.trains_on_features))
                 rgb = rgb or crops
                 panel["predictions"] = predicted
                 columns.append(("Backbone congelado" if run.metrics.frozen else "Fine-tuning",
@@ -233,10 +230,10 @@ def _grad_cam(runs: list[FinishedRun], image_root: Path, leaked: set[str], names
 # ----------------------------------------------------------------------------- leakage
 
 
-def leakage_pairs(eda: dict[str, Any], n: int = LEAKAGE_PAIRS) -> list[dict[str, Any]]:
+def leakage_pairs(eda: EdaSummary, n: int = LEAKAGE_PAIRS) -> list[dict[str, Any]]:
     """Up to `n` training/validation duplicate pairs, exact copies first, varied species."""
     pairs = []
-    for g in eda["duplicates"]["groups"]:
+    for g in eda.duplicates["groups"]:
         if not g["cross_split"]:
             continue
         train = next(f for f in g["files"] if f["split"] == "training")
@@ -253,7 +250,7 @@ def leakage_pairs(eda: dict[str, Any], n: int = LEAKAGE_PAIRS) -> list[dict[str,
     return chosen[:n]
 
 
-def _leakage(eda: dict[str, Any], image_root: Path, names: dict[str, str], out_dir: Path,
+def _leakage(eda: EdaSummary, image_root: Path, names: dict[str, str], out_dir: Path,
              report_dir: Path) -> dict[str, Any] | None:
     pairs = leakage_pairs(eda)
     if not pairs:
@@ -277,17 +274,17 @@ def _leakage(eda: dict[str, Any], image_root: Path, names: dict[str, str], out_d
 # ----------------------------------------------------------------------------- the stage
 
 
-def _image_root(config: Config, eda: dict[str, Any]) -> Path:
+def _image_root(config: Config, eda: EdaSummary) -> Path:
     """The dataset layout root that predictions.csv and eda.json name files from."""
     from monkeyreport.data import locate
 
     try:
         return locate(resolve_data_root(config)).root
     except Exception:  # noqa: BLE001 - no dataset at hand: where the EDA found it
-        return Path(eda.get("dataset_root", resolve_data_root(config)))
+        return Path(eda.dataset_root)
 
 
-def species_names(eda: dict[str, Any], templates_dir: Path | None = None) -> dict[str, str]:
+def species_names(eda: EdaSummary, templates_dir: Path | None = None) -> dict[str, str]:
     """Code -> Latin name as the report writes it: the templates' species table (the folder's
     own templates/ or the packaged ones), else the dataset's labels."""
     from monkeyreport.context import class_entries, species_table
@@ -297,14 +294,14 @@ def species_names(eda: dict[str, Any], templates_dir: Path | None = None) -> dic
     return {c["code"]: c["latin"] for c in class_entries(eda, table)}
 
 
-def run_interpretation(config: Config, templates_dir: Path | None = None) -> dict[str, Any]:
+def run_interpretation(config: Config, templates_dir: Path | None = None) -> Interpretation:
     """Write report/interpret/ and return what interpret.json holds; never stops on one
     failure. `templates_dir`: where the species table is (default: as `render` finds its
     templates)."""
     report = ReportFiles(config.report_dir)
     if not report.eda.is_file():
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
-    eda = results.read_json(report.eda)
+    eda = EdaSummary.read(report.eda)
     names = species_names(eda, templates_dir)
     leaked = leaked_validation_files(eda)
     image_root = _image_root(config, eda)
@@ -322,7 +319,7 @@ def run_interpretation(config: Config, templates_dir: Path | None = None) -> dic
         data = _explain(config, runs, eda, names, leaked, image_root, out_dir)
     finally:
         torch.set_num_threads(threads)
-    results.write_json(report.interpretation, data)
+    data.write(report.interpretation)
     return data
 
 
@@ -334,30 +331,26 @@ def run_stage(config: Config, options: Options) -> StageOutcome:
     return StageOutcome(f"interpret {timed(start)}, {state} -> {ReportFiles(config.report_dir).interpretation}")
 
 
-def _explain(config: Config, runs: list[FinishedRun], eda: dict[str, Any], names: dict[str, str],
-             leaked: set[str], image_root: Path, out_dir: Path) -> dict[str, Any]:
+def _explain(config: Config, runs: list[FinishedRun], eda: EdaSummary, names: dict[str, str],
+             leaked: set[str], image_root: Path, out_dir: Path) -> Interpretation:
     galleries = []
     best = selection.best(runs, _scored)
     baseline = next(iter(selection.baselines(runs, _scored)), None)
     for run in [r for i, r in enumerate((best, baseline)) if r is not None and (i == 0 or r is not best)]:
         roles = [role for role, r in (("best", best), ("baseline", baseline)) if r is run]
         galleries.append(_gallery(run, roles, image_root, leaked, names, out_dir, config.report_dir))
-    data = {
-        "schema": results.INTERPRET_SCHEMA,
-        "galleries": galleries,
-        "gradcam": _grad_cam(runs, image_root, leaked, names, out_dir, config.report_dir),
-        "leakage": _leakage(eda, image_root, names, out_dir, config.report_dir),
-    }
-    return data
+    return Interpretation(galleries=galleries,
+                          gradcam=_grad_cam(runs, image_root, leaked, names, out_dir, config.report_dir),
+                          leakage=_leakage(eda, image_root, names, out_dir, config.report_dir))
 
 
-def figure_problems(data: dict[str, Any]) -> list[str]:
+def figure_problems(data: Interpretation) -> list[str]:
     """One English line per figure or panel that could not be made."""
-    problems = [f"top losses of {g['experiment']}: {g['error']}" for g in data["galleries"] if g["error"]]
-    if data["gradcam"]:
-        problems += [f"Grad-CAM of {p['experiment']}: {p['error']}" for p in data["gradcam"]["panels"] if p["error"]]
-        if data["gradcam"]["error"] and not any(p["error"] for p in data["gradcam"]["panels"]):
-            problems.append(f"Grad-CAM: {data['gradcam']['error']}")
-    if data["leakage"] and data["leakage"]["error"]:
-        problems.append(f"leakage pairs: {data['leakage']['error']}")
+    problems = [f"top losses of {g['experiment']}: {g['error']}" for g in data.galleries if g["error"]]
+    if data.gradcam:
+        problems += [f"Grad-CAM of {p['experiment']}: {p['error']}" for p in data.gradcam["panels"] if p["error"]]
+        if data.gradcam["error"] and not any(p["error"] for p in data.gradcam["panels"]):
+            problems.append(f"Grad-CAM: {data.gradcam['error']}")
+    if data.leakage and data.leakage["error"]:
+        problems.append(f"leakage pairs: {data.leakage['error']}")
     return problems

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Literal
 
 from monkeyreport import results
-from monkeyreport.config import Config, resolve_data_root, stable_hash
+from monkeyreport.config import Config, stable_hash
 from monkeyreport.errors import MonkeyReportError
 
 By = Literal["content", "stat"]

@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_only
 
 from monkeyreport import fast_path
+from monkeyreport.results import CacheFiles
 from monkeyreport.config import Config, ExperimentConfig
 from monkeyreport.console import lightning_output_to, notice
 from monkeyreport.fast_path import ComputeSetting
@@ -71,7 +72,7 @@ def compute_setting(config: Config, experiment: ExperimentConfig, num_classes: i
     key = fast_path.pass_key(experiment.architecture, kind, experiment.frozen, t.batch_size, t.crop)
     setting, measured = fast_path.choose(config.trainer.precision, config.trainer.memory_format,
                                          placement.device_type, placement.world_size, measure,
-                                         config.runs_dir / "cache" / fast_path.CACHE_NAME, key)
+                                         CacheFiles(config.runs_dir).fast_path, key)
     if measured and announce:
         timings = ", ".join(f"{p} {s:.2f} s" for p, s in setting.seconds_per_step.items())
         notice(f"{experiment.architecture} ({kind}) on this CPU: {timings} per step -> {setting.describe()}")

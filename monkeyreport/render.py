@@ -18,7 +18,7 @@ from typing import Any
 
 from monkeyreport import project, results, spanish_format
 from monkeyreport.config import Config
-from monkeyreport.context import build_context, experiment_rows
+from monkeyreport.context import FIGURE_MARK, build_context, experiment_rows
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.pipeline import Options, StageOutcome
 from monkeyreport.results import ReportFiles
@@ -103,6 +103,26 @@ def render_html(context: dict[str, Any], templates_dir: Path) -> str:
     except jinja2.TemplateError as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TemplateProblem(f"{_template_location(exc, templates_dir)}: template error: {message}") from None
+
+
+def number_figures(html: str, templates_dir: Path) -> str:
+    """Replace each figure mark (context.figure_number) by the figure's number: figures are
+    numbered 1, 2, ... in the order in which the templates place them (`<figure id=...>`).
+    A reference to a figure the report does not show is a template problem."""
+    start, end = (re.escape(m) for m in FIGURE_MARK)
+    mark = re.compile(f"{start}([^<>\"{end}]+){end}")
+    order: dict[str, int] = {}
+    for placed in re.finditer(f'<figure\\b[^>]*\\bid="figura-{start}([^"]+?){end}"', html):
+        order.setdefault(placed.group(1), len(order) + 1)
+
+    def number(found: re.Match) -> str:
+        key = found.group(1)
+        if key not in order:
+            raise TemplateProblem(f"{_display(templates_dir / MAIN_TEMPLATE, templates_dir)}: a reference to "
+                                  f"figure '{key}', which the report does not show")
+        return str(order[key])
+
+    return mark.sub(number, html)
 
 
 def check_images(html: str, report_dir: Path, templates_dir: Path) -> None:
@@ -198,21 +218,21 @@ def render(config: Config, fmt: str = "both", strict: bool = False,
     report_dir = config.report_dir
     outputs = ([report_dir / "report.html"] if fmt in ("html", "both") else []) + \
               ([report_dir / "report.pdf"] if fmt in ("pdf", "both") else [])
-    statistics = results.read_json_if_exists(ReportFiles(config.report_dir).statistics)
+    statistics = results.Statistics.read_if_exists(ReportFiles(config.report_dir).statistics)
     if statistics is None:
         raise MonkeyReportError(f"{ReportFiles(config.report_dir).statistics}: not found; run `monkeyreport render`")
     rows = experiment_rows(config, statistics)
     pending = [r["name"] for r in rows if r["status"] == "pending"]
     failed = [r["name"] for r in rows if r["status"] == "failed"]
     problems = list(dict.fromkeys([r["reason"] for r in rows if r["status"] == "unreadable"]
-                                  + statistics["problems"]))
+                                  + statistics.problems))
     if strict and (pending or failed):
         missing = [f"{n} (pending)" for n in pending] + [f"{n} (failed)" for n in failed]
         raise MonkeyReportError(f"--strict: missing results for {', '.join(missing)} in {config.runs_dir}")
     if strict and problems:
         raise MonkeyReportError(f"--strict: {problems[0]}")
     context = build_context(config, rows, statistics, templates_dir)
-    html = render_html(context, templates_dir)
+    html = number_figures(render_html(context, templates_dir), templates_dir)
     check_images(html, report_dir, templates_dir)
     css = templates_dir / STYLESHEET
     if css.is_file():

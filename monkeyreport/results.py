@@ -1,9 +1,11 @@
 """Results on disk: the contract between stages, atomic writes and the readers every stage shares.
 
 The second half of this module owns the contract: the paths of runs/<experiment>/ and
-report/ (`RunFiles`, `ReportFiles`) and the typed records in them (`RunMetrics`,
-`Predictions`, `History`, `RunStart`, `RunFailure`), each with its reader and writer. It is
-torch-free, so render and the statistics read results without torch.
+report/ (`RunFiles`, `ReportFiles`) and the typed records in them, each with its reader and
+writer: `RunMetrics`, `Predictions`, `History`, `RunStart`, `RunFailure` under runs/, and the
+JSON records under report/ (`EdaSummary`, `ModelSummary`, `Statistics`, `Interpretation`,
+`FiguresManifest`, read and checked by `JsonRecord`). It is torch-free, so render and the
+statistics read results without torch.
 
 Every output goes to a temporary file in the destination folder and is renamed into place,
 so an interrupted run leaves either the previous complete file or the new complete file.
@@ -13,14 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, ClassVar, Iterable, Iterator, Self
 
 import numpy as np
 
@@ -206,6 +211,24 @@ class ReportFiles:
     def stamp(self, stage: str) -> Path:
         """What `stage` last completed with (pipeline.Stamp)."""
         return self.report_dir / ".stages" / f"{stage}.json"
+
+
+@dataclass(frozen=True)
+class CacheFiles:
+    """Caches shared by every run of a runs folder, under runs/cache/: each keyed by what
+    determines its content, so they are caches, not results."""
+
+    runs_dir: Path
+
+    @property
+    def folder(self) -> Path:
+        """Decoded-image caches (datamodule.py), one file per dataset, split and size."""
+        return self.runs_dir / "cache"
+
+    @property
+    def fast_path(self) -> Path:
+        """The fast path's measurements per machine and architecture (fast_path.py)."""
+        return self.folder / "fast_path.json"
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
@@ -444,3 +467,212 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
     writer.writerow(header)
     writer.writerows(rows)
     write_text(path, buffer.getvalue())
+
+
+# ----------------------------------------------------------------------------- report records
+# What the stages after training write under report/: one JSON object per file, with the
+# schema version of the stage that wrote it, read, checked and written through the records
+# below (JsonRecord does the reading and checking for all of them).
+
+
+class _Invalid(Exception):
+    """A value of a record's file that does not fit its field (the message says which)."""
+
+
+class JsonRecord:
+    """A result file holding one JSON object whose keys are the fields of a frozen dataclass.
+
+    A subclass is a keyword-only frozen dataclass with a `schema` field whose default is the
+    version it writes, and `KIND`, how errors name the file. `read` checks every field
+    against its annotation: a dataclass (ModelStage) is read into one, a list or dict item by
+    item, `Any` not at all; a field with a default may be absent.
+    """
+
+    KIND: ClassVar[str] = "results file"
+
+    @classmethod
+    def schema_version(cls) -> int:
+        return cls.__dataclass_fields__["schema"].default  # type: ignore[attr-defined]
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        """The record in `path`. Not valid JSON, not an object, another schema version, a
+        missing or mistyped field: a one-line error naming the file."""
+        return cls.from_dict(read_json(path), path)
+
+    @classmethod
+    def read_if_exists(cls, path: Path) -> Self | None:
+        return cls.read(path) if path.is_file() else None
+
+    @classmethod
+    def from_dict(cls, data: Any, source: Path) -> Self:
+        """Build from parsed JSON; `source` is the file named in errors. A file without a
+        schema is of version 1 (written before versions were recorded)."""
+        if not isinstance(data, dict):
+            raise MonkeyReportError(f"{source}: not a valid {cls.KIND} (not a JSON object)")
+        expected, found = cls.schema_version(), data.get("schema", 1)
+        if found != expected:
+            age = "an older" if isinstance(found, int) and found < expected else "another"
+            raise MonkeyReportError(f"{source}: written by {age} version (schema {found}, expected {expected}); "
+                                    f"run `monkeyreport build`")
+        try:
+            return cls(**_decode_fields(cls, data))
+        except _Invalid as exc:
+            raise MonkeyReportError(f"{source}: not a valid {cls.KIND} ({exc})") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """As plain JSON values: what `write` writes."""
+        return json.loads(json.dumps(asdict(self)))  # type: ignore[call-overload]
+
+    def write(self, path: Path) -> None:
+        write_json(path, asdict(self))  # type: ignore[call-overload]
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _decode_fields(cls: type, data: dict[str, Any], where: str = "") -> dict[str, Any]:
+    """The values of the dataclass `cls`'s fields in `data`, each checked against its type."""
+    values = {}
+    for f in fields(cls):
+        if f.name in data:
+            values[f.name] = _decode(data[f.name], _hints(cls)[f.name], f"{where}{f.name}")
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise _Invalid(f"'{where}{f.name}' missing")
+    return values
+
+
+def _decode(value: Any, hint: Any, where: str) -> Any:
+    """`value` read as `hint`: a JSON value of that type, dataclasses built."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _decode(value, option, where)
+            except _Invalid:
+                continue
+    elif is_dataclass(hint) and isinstance(value, dict):
+        return hint(**_decode_fields(hint, value, f"{where}."))
+    elif origin is list and isinstance(value, list):
+        return [_decode(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)] if args else value
+    elif origin is dict and isinstance(value, dict):
+        return {k: _decode(v, args[1], f"{where}.{k}") for k, v in value.items()} if args else value
+    elif hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    elif hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    elif hint is type(None) and value is None:
+        return value
+    elif hint in (str, bool) and isinstance(value, hint):
+        return value
+    expected = getattr(hint, "__name__", None) if not args else None
+    raise _Invalid(f"'{where}' is {type(value).__name__}, expected {expected or str(hint).replace('typing.', '')}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdaSummary(JsonRecord):
+    """report/eda/eda.json (eda.py): everything the report says about the data."""
+
+    KIND: ClassVar[str] = "EDA summary"
+
+    dataset_root: str  # the dataset layout's root, which every `file` below is relative to
+    classes: list[dict[str, str]]  # code, latin_name, common_name, display_name
+    splits: dict[str, dict[str, Any]]  # split -> total, per_class {code: n}, min_per_class, max_per_class
+    total_images: int  # usable images
+    files_scanned: int
+    image_sizes: dict[str, Any]  # width, height (min, max, mean, median), most_common, landscape, ...
+    formats: dict[str, int]  # of the usable images, most common first
+    extensions: dict[str, int]
+    modes: dict[str, int]
+    main_format: str
+    odd_files: list[dict[str, Any]]  # file, split, class, format, extension, issues, reason
+    unreadable: list[dict[str, Any]]  # file, split, class, kind, reason
+    duplicates: dict[str, Any]  # groups (kind, files, splits, classes, cross_split) and their counts
+    dataset_problems: list[dict[str, Any]]  # data.Problem.as_dict()
+    schema: int = EDA_SCHEMA
+    dataset_fingerprint: str
+    created: str  # ISO time, UTC
+    figures: dict[str, str]  # the data figures, relative to the report folder
+
+
+@dataclass(frozen=True, kw_only=True)
+class Statistics(JsonRecord):
+    """report/stats/stats.json (stats.py): intervals, leak-free metrics, McNemar tests."""
+
+    KIND: ClassVar[str] = "statistics file"
+
+    schema: int = STATS_SCHEMA
+    n_resamples: int
+    confidence: float
+    alpha: float
+    seed: int
+    n_leaked: int  # validation files with a copy in training
+    best: str | None
+    experiments: dict[str, dict[str, Any]]  # name -> n_val, all, leak_free, per_class, most_confused
+    mcnemar: list[dict[str, Any]]  # a, b, only_a_right, only_b_right, p_value, significant
+    parameters: dict[str, Any] | None  # experiments (by parameters), rho; None below three architectures
+    problems: list[str]  # the result files that could not be read
+
+
+@dataclass(frozen=True, kw_only=True)
+class Interpretation(JsonRecord):
+    """report/interpret/interpret.json (interpret.py): what each interpretation figure shows,
+    or why it is missing (`file` None and its `error`)."""
+
+    KIND: ClassVar[str] = "interpretation file"
+
+    schema: int = INTERPRET_SCHEMA
+    galleries: list[dict[str, Any]]  # experiment, roles, file, error, items, n_leaked
+    gradcam: dict[str, Any] | None  # architecture, title, target_layer, file, error, images, panels
+    leakage: dict[str, Any] | None  # pairs, file, error
+
+
+@dataclass(frozen=True, kw_only=True)
+class FiguresManifest(JsonRecord):
+    """report/figures/figures.json (report_figures.py): the report figures drawn, relative to
+    the report folder; None where a figure has no data."""
+
+    KIND: ClassVar[str] = "figures list"
+
+    schema: int = FIGURES_SCHEMA
+    cnn: str | None
+    transfer: str | None
+    diagrams: dict[str, str | None]  # architecture -> its diagram
+    confusion: dict[str, str | None]  # architecture -> the confusion matrices of its experiments
+    curves: str | None
+
+    @property
+    def drawn(self) -> list[str]:
+        return [p for p in (self.cnn, self.transfer, *self.diagrams.values(), *self.confusion.values(), self.curves)
+                if p]
+
+
+@dataclass(frozen=True)
+class ModelStage:
+    """One box of an architecture diagram: a top-level stage of the backbone or the head."""
+
+    group: str  # "backbone" or "head"
+    name: str
+    layer: str  # its layer type, folded activations and normalisations joined with " + "
+    output_shape: list[int]
+    params: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSummary(JsonRecord):
+    """report/models/<architecture>.json (summaries.py): an instantiated architecture."""
+
+    KIND: ClassVar[str] = "model summary"
+
+    schema: int = SUMMARY_SCHEMA
+    architecture: str
+    title: str
+    family: str
+    library: str
+    input_shape: list[int]
+    params_total: int
+    stages: list[ModelStage]

@@ -8,10 +8,9 @@ Lightning has resolved `[trainer]`, so `status` leaves it out and training check
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
-from monkeyreport import results
 from monkeyreport.config import Config, ExperimentConfig, resolve_data_root, stable_hash
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.results import RESULTS_SCHEMA, RunFailure, RunFiles, RunMetrics, RunStart
@@ -62,7 +61,8 @@ def run_states(config: Config) -> list[RunState]:
 
 def _state(config: Config, experiment: ExperimentConfig, fingerprint: str | None) -> RunState:
     files = RunFiles.of(config.runs_dir, experiment.name)
-    expected = experiment_hash(config, experiment)
+    expected = RunStart(experiment_hash(config, experiment), fingerprint or "", 1,
+                        trains_on_features=experiment.frozen and config.training.feature_cache)
     name = experiment.name
     if files.metrics.is_file():
         try:
@@ -70,7 +70,7 @@ def _state(config: Config, experiment: ExperimentConfig, fingerprint: str | None
         except MonkeyReportError as exc:
             return RunState(name, False, "stale", [str(exc)])
         reasons = []
-        if metrics.config_hash != expected:
+        if metrics.config_hash != expected.config_hash:
             reasons.append("its settings changed")
         if fingerprint is None:
             reasons.append("dataset not found")
@@ -86,9 +86,10 @@ def _state(config: Config, experiment: ExperimentConfig, fingerprint: str | None
     return RunState(name, False, "resumable" if resume else "not trained", resume)
 
 
-def _resume(files: RunFiles, expected: str) -> list[str]:
-    """'resumes from <checkpoint>' when the run in checkpoints/ has these settings."""
+def _resume(files: RunFiles, expected: RunStart) -> list[str]:
+    """'resumes from <checkpoint>' when the run in checkpoints/ started as this one would
+    (its number of processes aside: see the module docstring)."""
     started = RunStart.read(files.started)
-    if files.checkpoint.is_file() and started and started.config_hash == expected:
+    if files.checkpoint.is_file() and started and started == replace(expected, world_size=started.world_size):
         return [f"resumes from {files.checkpoint}"]
     return []

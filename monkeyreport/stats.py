@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
-from monkeyreport import results, selection
+from monkeyreport import selection
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.pipeline import Options, StageOutcome, timed
-from monkeyreport.results import Predictions, ReportFiles, RunFiles, RunMetrics
+from monkeyreport.results import EdaSummary, Predictions, ReportFiles, RunFiles, RunMetrics, Statistics
 
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
@@ -164,9 +164,9 @@ def most_confused(cm: np.ndarray, classes: list[str], top: int = TOP_CONFUSED) -
 # ----------------------------------------------------------------------------- the stage
 
 
-def leaked_validation_files(eda: dict[str, Any]) -> set[str]:
+def leaked_validation_files(eda: EdaSummary) -> set[str]:
     """Validation files with an exact or near copy in training (EDA duplicate groups)."""
-    return {f["file"] for g in eda["duplicates"]["groups"] if g["cross_split"]
+    return {f["file"] for g in eda.duplicates["groups"] if g["cross_split"]
             for f in g["files"] if f["split"] == "validation"}
 
 
@@ -216,10 +216,10 @@ def parameter_trend(runs: dict[str, RunMetrics]) -> dict[str, Any] | None:
     return {"experiments": names, "rho": None if np.isnan(rho) else float(rho)}
 
 
-def compute(config: Config) -> dict[str, Any]:
+def compute(config: Config) -> Statistics:
     """Statistics of every finished experiment whose predictions.csv is readable."""
     report = ReportFiles(config.report_dir)
-    eda = results.read_json_if_exists(report.eda)
+    eda = EdaSummary.read_if_exists(report.eda)
     if eda is None:
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
     leaked = leaked_validation_files(eda)
@@ -239,10 +239,9 @@ def compute(config: Config) -> dict[str, Any]:
     experiments = {name: experiment_statistics(p, leaked, config.seed) for name, p in predictions.items()}
     best = selection.best(runs, runs.__getitem__)
     tests = comparisons(runs, predictions, best) if best else []
-    return {"schema": results.STATS_SCHEMA, "n_resamples": N_RESAMPLES, "confidence": CONFIDENCE,
-            "alpha": ALPHA, "seed": config.seed, "n_leaked": len(leaked), "best": best,
-            "experiments": experiments, "mcnemar": [t.as_dict() for t in tests],
-            "parameters": parameter_trend(runs), "problems": problems}
+    return Statistics(n_resamples=N_RESAMPLES, confidence=CONFIDENCE, alpha=ALPHA, seed=config.seed,
+                      n_leaked=len(leaked), best=best, experiments=experiments,
+                      mcnemar=[t.as_dict() for t in tests], parameters=parameter_trend(runs), problems=problems)
 
 
 def run_stage(config: Config, options: Options) -> StageOutcome:
@@ -250,6 +249,6 @@ def run_stage(config: Config, options: Options) -> StageOutcome:
     start = time.perf_counter()
     path = ReportFiles(config.report_dir).statistics
     statistics = compute(config)
-    results.write_json(path, statistics)
-    return StageOutcome(f"stats {timed(start)}: {len(statistics['experiments'])} experiment(s), "
-                        f"{len(statistics['mcnemar'])} McNemar test(s) -> {path}")
+    statistics.write(path)
+    return StageOutcome(f"stats {timed(start)}: {len(statistics.experiments)} experiment(s), "
+                        f"{len(statistics.mcnemar)} McNemar test(s) -> {path}")

@@ -9,7 +9,6 @@ of the backbone and the head, recording each stage's output shape and parameter 
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,7 +29,7 @@ def run_stage(config: Config, options: Options) -> StageOutcome:
     report = results.ReportFiles(config.report_dir)
     architectures = list(dict.fromkeys(e.architecture for e in config.experiments))
     for architecture in architectures:
-        results.write_json(report.model_summary(architecture), summarize_architecture(architecture))
+        summarize_architecture(architecture).write(report.model_summary(architecture))
     return StageOutcome(f"summaries {timed(start)}: {', '.join(architectures) or 'none'} -> {report.models_dir}")
 
 
@@ -48,7 +47,7 @@ def _stages(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
     return stages
 
 
-def summarize_architecture(architecture: str, num_classes: int = 10) -> dict[str, Any]:
+def summarize_architecture(architecture: str, num_classes: int = 10) -> results.ModelSummary:
     arch = get_architecture(architecture)
     model = create(architecture, num_classes, "none", frozen=False).model.eval()
     stages = _stages(model)
@@ -86,5 +85,6 @@ def summarize_architecture(architecture: str, num_classes: int = 10) -> dict[str
         rows.append({"group": group, "name": name, "layer": kind, "output_shape": shapes[i],
                      "params": params})
     total, _ = count_parameters(model)
-    return {"schema": results.SUMMARY_SCHEMA, "architecture": architecture, "title": arch.title,
-            "family": arch.family, "library": arch.library, "input_shape": list(arch.input_size), "params_total": total, "stages": rows}
+    return results.ModelSummary(architecture=architecture, title=arch.title, family=arch.family,
+                                library=arch.library, input_shape=list(arch.input_size), params_total=total,
+                                stages=[results.ModelStage(**row) for row in rows])

@@ -78,6 +78,7 @@ from monkeyreport.placement import (
     trainer_placement,
 )
 from monkeyreport.results import (
+    CacheFiles,
     HeadRecord,
     History,
     Predictions,
@@ -132,7 +133,7 @@ def run_experiment(config: Config, experiment: ExperimentConfig, layout: Dataset
     plan = plan or plan_experiment(config, experiment, dataset_fingerprint, placement.world_size, force)
     files = RunFiles.of(config.runs_dir, experiment.name)
     if plan.finished:
-        return ExperimentResult(experiment.name, files.run_dir, True, results.read_json(files.metrics))
+        return ExperimentResult(experiment.name, files.run_dir, True, RunMetrics.read(files.metrics).to_dict())
     prepare_run_dir(files, plan)
     writes = is_global_zero()
     with (lightning_output_to(files.log if writes else None),
@@ -158,7 +159,7 @@ def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: Da
         select_samples(layout, records, "training", t.max_images_per_class, config.seed),
         select_samples(layout, records, "validation", t.max_images_per_class, config.seed),
         preprocessing, t.batch_size, t.num_workers, config.data.max_image_pixels,
-        cache_dir=config.runs_dir / "cache" if t.image_cache else None,
+        cache_dir=CacheFiles(config.runs_dir).folder if t.image_cache else None,
         dataset_fingerprint=dataset_fingerprint, seed=config.seed,
         predict_splits=("train", "val") if on_features else ("val",), channels_last=setting.channels_last,
     )

@@ -12,12 +12,13 @@ from monkeyreport import results
 from monkeyreport.config import load_config
 from monkeyreport.data import FileEntry, locate, probe
 from monkeyreport.eda import run_eda
+from monkeyreport.results import EdaSummary
 from monkeyreport.errors import DataError, MonkeyReportError
 
 from conftest import REPO, make_dataset, noise_image
 
 
-def eda_on(root: Path, out: Path) -> dict:
+def eda_on(root: Path, out: Path) -> EdaSummary:
     cfg = load_config(REPO / "configs" / "monkeyreport.toml").with_overrides(data_dir=root, out=out)
     return run_eda(cfg, show_progress=False)
 
@@ -29,9 +30,9 @@ def test_every_odd_mode_is_used_as_rgb(tmp_path):
         noise_image(ord(mode[0]) * 7 + len(mode), mode=mode).save(folder / f"mode_{mode}.{'jpg' if mode in ('L', 'CMYK') else 'png'}")
     Image.fromarray((np.arange(96 * 64).reshape(64, 96) * 10).astype(np.uint16)).save(folder / "mode_I16.png")
     s = eda_on(root, tmp_path / "r")
-    assert s["unreadable"] == []
-    assert s["splits"]["training"]["per_class"]["n0"] == 4 + 6
-    assert {"L", "LA", "P", "RGBA", "CMYK", "I;16"} <= set(s["modes"])
+    assert s.unreadable == []
+    assert s.splits["training"]["per_class"]["n0"] == 4 + 6
+    assert {"L", "LA", "P", "RGBA", "CMYK", "I;16"} <= set(s.modes)
 
 
 def test_symlink_loop_is_skipped_with_its_reason(tmp_path):
@@ -40,9 +41,9 @@ def test_symlink_loop_is_skipped_with_its_reason(tmp_path):
     os.symlink("loop_b.jpg", folder / "loop_a.jpg")
     os.symlink("loop_a.jpg", folder / "loop_b.jpg")
     s = eda_on(root, tmp_path / "r")
-    reasons = {Path(u["file"]).name: (u["kind"], u["reason"]) for u in s["unreadable"]}
+    reasons = {Path(u["file"]).name: (u["kind"], u["reason"]) for u in s.unreadable}
     assert reasons["loop_a.jpg"] == ("unreadable", "cannot be read: too many levels of symbolic links")
-    assert s["splits"]["training"]["per_class"]["n1"] == 4
+    assert s.splits["training"]["per_class"]["n1"] == 4
 
 
 def test_file_without_read_permission_is_skipped(tmp_path, monkeypatch):
@@ -68,11 +69,11 @@ def test_empty_class_folder_and_unlabelled_folder_are_reported(tmp_path):
     extra.mkdir()
     noise_image(77).save(extra / "a.jpg")
     s = eda_on(root, tmp_path / "r")
-    kinds = {(p["kind"], p["class"], p["split"]) for p in s["dataset_problems"]}
+    kinds = {(p["kind"], p["class"], p["split"]) for p in s.dataset_problems}
     assert ("class_empty_in_split", "n1", "validation") in kinds
     assert ("class_not_in_labels", "n7", "") in kinds
     assert ("class_missing_from_split", "n7", "validation") in kinds
-    assert s["splits"]["training"]["per_class"]["n7"] == 1
+    assert s.splits["training"]["per_class"]["n7"] == 1
 
 
 def test_nothing_readable_stops_with_one_line(tmp_path):

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from monkeyreport import pipeline
+from monkeyreport.results import ReportFiles
 from test_render import SPEC_HEADINGS, expected_rows, pdf_text, table1_rows, write_config
 
 MONKEYREPORT = [str(Path(sys.executable).parent / "monkeyreport")]
@@ -35,9 +37,12 @@ def smoke(tmp_path_factory, shared_dataset) -> dict:
 
 
 def test_smoke_build_end_to_end(smoke):
-    lines = [line for line in smoke["output"].splitlines() if line.split(" ")[0] in
-             ("eda", "train", "summaries", "interpretation", "render", "build")]
-    assert [line.split(" ")[0] for line in lines] == ["eda", "train", "summaries", "interpretation", "render", "build"], lines
+    stages = [*pipeline.STAGE_NAMES, "build"]
+    lines = [line for line in smoke["output"].splitlines() if line.split(" ")[0] in stages]
+    assert [line.split(" ")[0] for line in lines] == stages, lines
+    assert all(" done in " in line or " finished in " in line for line in lines), lines
+    for stage in pipeline.STAGE_NAMES:
+        assert ReportFiles(smoke["report"]).stamp(stage).is_file(), stage
     text = pdf_text(smoke["report"] / "report.pdf")
     for heading in SPEC_HEADINGS:
         assert heading in text, heading
@@ -73,8 +78,8 @@ def test_template_edit_rebuilds_only_the_report(smoke, tmp_path):
     done, seconds = run_build(smoke["config"], smoke["data"], smoke["report"], "--templates", str(templates))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     out = done.stdout
-    assert "eda unchanged, skipped" in out and "train unchanged, skipped" in out
-    assert "summaries unchanged, skipped" in out and "interpretation unchanged, skipped" in out
+    for stage in ("eda", "train", "summaries", "interpret", "stats", "figures"):
+        assert f"{stage} unchanged, skipped" in out, (stage, out)
     assert "render done" in out
     assert "Marcador de prueba editado." in pdf_text(smoke["report"] / "report.pdf")
     print(f"render-only rebuild: {seconds:.1f} s")  # a benchmark figure, not an assertion

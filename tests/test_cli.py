@@ -4,6 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from monkeyreport.cli import app
+from monkeyreport.results import ReportFiles
 
 from conftest import REPO, make_dataset
 
@@ -20,10 +21,11 @@ def test_eda_command_writes_results_and_second_run_is_a_no_op(tmp_path):
     out = tmp_path / "report"
     first = run("eda", "--config", CONFIG, "--data-dir", str(root), "--out", str(out))
     assert first.exit_code == 0, first.output
-    assert "12 training, 6 validation images" in first.output
+    assert first.output.startswith("eda done in ") and "12 training, 6 validation images" in first.output
+    assert ReportFiles(out).stamp("eda").is_file()
     assert json.loads((out / "eda" / "eda.json").read_text())["total_images"] == 18
     second = run("eda", "--config", CONFIG, "--data-dir", str(root), "--out", str(out))
-    assert second.exit_code == 0 and "unchanged, skipped" in second.output
+    assert second.exit_code == 0 and second.output.strip() == "eda unchanged, skipped"
 
 
 def test_data_dir_from_environment(tmp_path, monkeypatch):

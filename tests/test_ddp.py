@@ -20,10 +20,12 @@ import numpy as np
 import pytest
 import torch
 
+from monkeyreport import pipeline
 from monkeyreport.config import load_config
 from monkeyreport.datamodule import DecodedImages, Preprocessing, Sample
 from monkeyreport.models import create
 from monkeyreport.placement import resolve_placement
+from monkeyreport.results import ReportFiles
 from monkeyreport.run_plan import plan_experiment
 
 from conftest import make_dataset, wait_for_file
@@ -115,9 +117,9 @@ def test_each_row_holds_its_own_images_prediction(built, experiment):
 
 
 def test_build_does_the_work_outside_training_once(built):
-    stages = [line.split(" ")[0] for line in built["stdout"].splitlines()
-              if line.split(" ")[0] in ("eda", "train", "summaries", "interpretation", "render", "build")]
-    assert stages == ["eda", "train", "summaries", "interpretation", "render", "build"]
+    names = [*pipeline.STAGE_NAMES, "build"]
+    stages = [line.split(" ")[0] for line in built["stdout"].splitlines() if line.split(" ")[0] in names]
+    assert stages == names
     assert "2 trained, 0 failed" in built["stdout"]
     for banner in ("GPU available", "TPU available", "Initializing distributed", "distributed_backend"):
         assert banner not in built["stdout"] + built["stderr"], banner  # in train.log, or dropped (rank 1)
@@ -126,7 +128,10 @@ def test_build_does_the_work_outside_training_once(built):
         assert sorted(p.name for p in run.iterdir()) == [
             "checkpoints", "history.csv", "metrics.json", "predictions.csv", "run.json", "train.log"]
         assert [p.name for p in (run / "checkpoints").iterdir()] == ["last.ckpt"]
-    assert (built["report"] / "report.pdf").is_file() and (built["report"] / ".train.sha").is_file()
+    assert (built["report"] / "report.pdf").is_file()
+    for stage in pipeline.STAGE_NAMES:  # recorded once, by rank 0
+        assert ReportFiles(built["report"]).stamp(stage).is_file(), stage
+    assert json.loads(ReportFiles(built["report"]).stamp("train").read_text())["complete"] is True
 
 
 def test_the_number_of_processes_identifies_finished_results(built, tmp_path):

@@ -8,7 +8,7 @@ from PIL import Image
 from monkeyreport import pipeline
 from monkeyreport.config import Config, load_config
 from monkeyreport.eda import FIGURES, run_eda
-from monkeyreport.results import ReportFiles, read_json
+from monkeyreport.results import EdaSummary, ReportFiles, read_json
 
 from conftest import REPO, make_dataset, noise_image
 
@@ -33,17 +33,17 @@ def test_shared_dataset_counts_duplicates_figures_and_skip(shared_dataset, tmp_p
     elapsed = time.perf_counter() - start
     assert first.ran == ["eda"] and line.startswith("eda done in "), line
     assert "1098 training, 272 validation images" in line
-    s = read_json(ReportFiles(cfg.report_dir).eda)
+    s = EdaSummary.read(ReportFiles(cfg.report_dir).eda)
     print(f"EDA of the shared dataset: {elapsed:.1f} s")  # a benchmark figure, not an assertion
-    assert s["splits"]["training"]["total"] == 1098
-    assert s["splits"]["validation"]["total"] == 272
-    assert s["splits"]["training"]["per_class"]["n3"] == 122
-    assert s["splits"]["validation"]["per_class"]["n3"] == 30
-    assert sum(s["splits"]["training"]["per_class"].values()) == 1098
-    assert [c["display_name"] for c in s["classes"]][:2] == ["Alouatta palliata", "Erythrocebus patas"]
-    assert {o["file"] for o in s["odd_files"]} == {"training/training/n9/n9151jpg",
+    assert s.splits["training"]["total"] == 1098
+    assert s.splits["validation"]["total"] == 272
+    assert s.splits["training"]["per_class"]["n3"] == 122
+    assert s.splits["validation"]["per_class"]["n3"] == 30
+    assert sum(s.splits["training"]["per_class"].values()) == 1098
+    assert [c["display_name"] for c in s.classes][:2] == ["Alouatta palliata", "Erythrocebus patas"]
+    assert {o["file"] for o in s.odd_files} == {"training/training/n9/n9151jpg",
                                                   "training/training/n9/n9160.png"}
-    dup = s["duplicates"]
+    dup = s.duplicates
     cross = [g for g in dup["groups"] if g["cross_split"]]
     assert dup["n_cross_split_groups"] == len(cross) > 0
     assert all({f["split"] for f in g["files"]} == {"training", "validation"} for g in cross)
@@ -53,7 +53,7 @@ def test_shared_dataset_counts_duplicates_figures_and_skip(shared_dataset, tmp_p
             assert image.width > 1000
     second, line = run_eda_stage(cfg)
     assert second.ran == [] and line == "eda unchanged, skipped"
-    assert read_json(ReportFiles(cfg.report_dir).eda) == s
+    assert EdaSummary.read(ReportFiles(cfg.report_dir).eda) == s
 
 
 def test_bad_files_are_used_or_listed_and_run_completes(tmp_path):
@@ -70,15 +70,15 @@ def test_bad_files_are_used_or_listed_and_run_completes(tmp_path):
     noise_image(103, mode="L").save(folder / "gray.jpg")
     cfg = config_for(root, tmp_path / "report")
     s = run_eda(cfg, show_progress=False)
-    reasons = {Path(u["file"]).name: u["reason"] for u in s["unreadable"]}
+    reasons = {Path(u["file"]).name: u["reason"] for u in s.unreadable}
     assert set(reasons) == {"zero.jpg", "text.jpg", "cut.jpg", "huge.png"}
     assert "safety limit" in reasons["huge.png"]
-    assert s["splits"]["training"]["per_class"]["n1"] == 4 + 4
-    kinds = {Path(u["file"]).name: u["kind"] for u in s["unreadable"]}
+    assert s.splits["training"]["per_class"]["n1"] == 4 + 4
+    kinds = {Path(u["file"]).name: u["kind"] for u in s.unreadable}
     assert kinds == {"zero.jpg": "empty", "text.jpg": "not_image", "cut.jpg": "corrupt", "huge.png": "too_large"}
-    odd = {Path(o["file"]).name: o["issues"] for o in s["odd_files"]}
+    odd = {Path(o["file"]).name: o["issues"] for o in s.odd_files}
     assert odd == {"noext": ["no_extension"], "rgba.png": ["minority_format"]}
-    assert s["modes"]["CMYK"] == 1 and s["modes"]["L"] == 1
+    assert s.modes["CMYK"] == 1 and s.modes["L"] == 1
 
 
 def test_cross_split_duplicates_are_found(tmp_path):
@@ -89,7 +89,7 @@ def test_cross_split_duplicates_are_found(tmp_path):
     with Image.open(train / "n0t001.jpg") as image:
         image.resize((80, 53)).save(val / "smaller.jpg", quality=70)
     s = run_eda(config_for(root, tmp_path / "r"), show_progress=False)
-    dup = s["duplicates"]
+    dup = s.duplicates
     kinds = sorted(g["kind"] for g in dup["groups"])
     assert kinds == ["exact", "near"]
     assert dup["n_cross_split_groups"] == 2

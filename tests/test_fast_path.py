@@ -15,6 +15,7 @@ from monkeyreport.datamodule import MonkeyDataModule, Preprocessing
 from monkeyreport.fast_path import BF16, FP32, choose
 from monkeyreport.models import create
 from monkeyreport.placement import compute_setting, resolve_placement
+from monkeyreport.results import CacheFiles
 from monkeyreport.training import train_all
 
 from test_training import VANILLA, dataset, write_config  # noqa: F401 (fixture)
@@ -122,7 +123,7 @@ def test_a_run_computes_with_the_chosen_setting_and_records_it(tmp_path, dataset
         assert (compute["precision"], compute["memory_format"], compute["chosen"]) == (BF16, "channels_last", "measured")
         assert compute["seconds_per_step"] == {FP32: 1.0, BF16: 0.5}
     assert all("channels-last bf16-mixed" in line for line in lines), lines
-    cache = config.runs_dir / "cache" / fast_path.CACHE_NAME
+    cache = CacheFiles(config.runs_dir).fast_path
     entries = json.loads(cache.read_text())[fast_path.machine_key()]
     assert set(entries) == {"vanilla_cnn/training/finetuned/b4/32px", "resnet34/features/frozen/b4/32px"}
     cache.unlink()

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from monkeyreport import interpret
+from monkeyreport import interpret, pipeline
 from monkeyreport.config import load_config
 from monkeyreport.eda import run_eda
-from monkeyreport.interpret import grad_cam_maps, run_interpretation, top_losses
+from monkeyreport.interpret import figure_problems, grad_cam_maps, run_interpretation, top_losses
 from monkeyreport.models import create
 from monkeyreport.results import Predictions, ReportFiles, RunFiles
 from monkeyreport.training import train_all
@@ -41,8 +41,8 @@ def trained(tmp_path_factory):
     train_all(cfg, show_progress=False)
     for e in EXPERIMENTS:
         assert RunFiles.of(cfg.runs_dir, e["name"]).metrics.is_file(), e["name"]
-    outcome = run_interpretation(cfg)  # drawn for real once; tests that run it again stub drawing
-    assert not outcome.skipped and not outcome.problems, outcome.summary()
+    data = run_interpretation(cfg)  # drawn for real once; tests that run it again stub drawing
+    assert not figure_problems(data), figure_problems(data)
     return cfg
 
 
@@ -57,7 +57,8 @@ def fast_figures(monkeypatch):
 
 @pytest.fixture
 def project(trained, tmp_path):
-    """A private copy of the trained project (runs, report), so tests may damage it."""
+    """A private copy of the trained project (runs, report), so tests may damage it. The
+    stages ran outside the pipeline: no stamps, so each stage reads as never run."""
     cfg = trained
     runs, report = tmp_path / "runs", tmp_path / "report"
     shutil.copytree(cfg.runs_dir, runs)
@@ -72,9 +73,18 @@ def read_interpretation(cfg) -> dict:
     return json.loads(ReportFiles(cfg.report_dir).interpretation.read_text())
 
 
+def interpret_stage(cfg, force: bool = False) -> tuple[bool, str]:
+    """The interpret stage as `build` runs it: whether it ran, and its result line."""
+    lines: list[str] = []
+    outcome = pipeline.run(cfg, pipeline.Options(force=force, show_progress=False, echo=lines.append),
+                           ["interpret"])
+    assert outcome.lines == lines and len(lines) == 1, lines
+    return outcome.ran == ["interpret"], lines[0]
+
+
 def test_top_losses_are_the_highest_loss_rows_of_predictions(project):
-    assert run_interpretation(project).skipped  # the copy keeps every input's mtime
-    data = read_interpretation(project)
+    assert not ReportFiles(project.report_dir).stamp("interpret").exists()
+    data = read_interpretation(project)  # as the fixture drew it
     galleries = {g["experiment"]: g for g in data["galleries"]}
     assert "vanilla" in galleries  # the baseline always has its gallery
     for name, g in galleries.items():
@@ -125,39 +135,54 @@ def test_grad_cam_compares_frozen_and_finetuned_and_leakage_pairs_are_drawn(proj
 
 
 def test_stage_is_skipped_while_inputs_are_unchanged_and_redone_when_they_change(project, fast_figures):
-    assert run_interpretation(project).skipped
-    (project.report_dir / "eda" / "eda.json").touch()
-    assert not run_interpretation(project).skipped
-    again = run_interpretation(project)
-    assert again.skipped and "skipped" in again.summary()
-    assert not run_interpretation(project, force=True).skipped
+    ran, line = interpret_stage(project)  # no stamp yet: never run
+    assert ran and line.startswith("interpret done in ") and "all figures drawn" in line, line
+    assert ReportFiles(project.report_dir).stamp("interpret").is_file()
+    assert interpret_stage(project) == (False, "interpret unchanged, skipped")
+    eda_json = project.report_dir / "eda" / "eda.json"
+    eda_json.touch()  # eda.json counts by content: a new time alone changes nothing
+    assert not interpret_stage(project)[0]
+    eda = json.loads(eda_json.read_text())
+    eda["created"] = "2000-01-01T00:00:00+00:00"
+    eda_json.write_text(json.dumps(eda))
+    assert interpret_stage(project)[0]
+    assert interpret_stage(project) == (False, "interpret unchanged, skipped")
+    assert interpret_stage(project, force=True)[0]
+    checkpoint = RunFiles.of(project.runs_dir, "vanilla").checkpoint
+    stat = checkpoint.stat()
+    os.utime(checkpoint, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a checkpoint counts by time
+    assert interpret_stage(project)[0]
+    assert not interpret_stage(project)[0]
     predictions = RunFiles.of(project.runs_dir, "vanilla").predictions
-    stat = predictions.stat()
-    os.utime(predictions, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    assert not run_interpretation(project).skipped
-    assert run_interpretation(project).skipped
+    header, *rows = predictions.read_text().splitlines()
+    predictions.write_text("\n".join([header, *reversed(rows)]) + "\n")  # same rows, other order
+    assert interpret_stage(project)[0]
+    assert not interpret_stage(project)[0]
     figure = project.report_dir / read_interpretation(project)["gradcam"]["file"]
     figure.unlink()  # an output gone: drawn again
-    assert not run_interpretation(project).skipped and figure.is_file()
+    assert interpret_stage(project)[0] and figure.is_file()
+    assert not interpret_stage(project)[0]
 
 
 def test_a_damaged_checkpoint_marks_its_panel_missing_and_leaves_the_rest(project, fast_figures):
     RunFiles.of(project.runs_dir, "lite0_tuned").checkpoint.write_bytes(b"not a checkpoint")
-    outcome = run_interpretation(project)
-    assert len(outcome.problems) == 1 and "lite0_tuned" in outcome.problems[0]
+    problems = figure_problems(run_interpretation(project))
+    assert len(problems) == 1 and "lite0_tuned" in problems[0]
     data = read_interpretation(project)
     tuned, frozen = sorted(data["gradcam"]["panels"], key=lambda p: p["frozen"])
     assert tuned["error"] and not frozen["error"]
     assert (project.report_dir / data["gradcam"]["file"]).is_file()  # the frozen panel alone
     assert all(g["file"] and not g["error"] for g in data["galleries"])
     assert data["leakage"]["file"]
+    ran, line = interpret_stage(project)  # a missing figure is a note in the line, not a failure
+    assert ran and "1 figure(s) missing: Grad-CAM of lite0_tuned" in line, line
 
 
 def test_missing_images_mark_every_figure_missing_without_stopping(project, monkeypatch, fast_figures):
     monkeypatch.setattr(interpret, "_image_root", lambda config, eda: Path("/nonexistent"))
-    outcome = run_interpretation(project, force=True)
+    problems = figure_problems(run_interpretation(project))
     data = read_interpretation(project)
-    assert outcome.problems and not outcome.skipped
+    assert problems
     assert all(g["file"] is None and g["error"] for g in data["galleries"])
     assert data["gradcam"]["file"] is None and data["leakage"]["file"] is None
 

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from monkeyreport import pipeline
 from monkeyreport.cli import app
 from monkeyreport.config import load_config
+from monkeyreport.errors import MonkeyReportError
 from monkeyreport.pipeline import STAGE_NAMES, Options
 from monkeyreport.results import ReportFiles, RunFiles
 
@@ -280,3 +281,35 @@ def test_every_stage_runs_after_stages_declared_before_it():
     for s in pipeline.STAGES:
         assert set(s.after) <= seen, s.name
         seen.add(s.name)
+
+
+def figure_numbers(html: str) -> list[tuple[int, str]]:
+    """(number, image file) of every figure with an image, in document order."""
+    import re
+
+    return [(int(n), src) for n, src in
+            re.findall(r'<figure class="figure[^"]*" id="figura-(\d+)">\s*<img src="([^"]+)"', html)]
+
+
+def test_figures_are_numbered_in_the_order_the_templates_place_them(project):
+    main = Path("templates/report.html.j2")
+    eda_section = '{% include "sections/05_analisis_exploratorio.html.j2" %}\n'
+    text = main.read_text().replace(eda_section, "")
+    main.write_text(text.replace('{% include "sections/02_redes', eda_section + '{% include "sections/02_redes'))
+    assert pipeline.run(config(), quiet()).ran == ["render"]
+    html = Path("report/report.html").read_text()
+    placed = figure_numbers(html)
+    assert [n for n, _ in placed] == list(range(1, len(placed) + 1))
+    number = {src.rsplit("/", 1)[-1]: n for n, src in placed}
+    assert number["class_distribution.png"] == 1 and number["cnn_schematic.png"] > number["sample_grid.jpg"]
+    assert f"Una CNN típica (Figura {number['cnn_schematic.png']})" in html
+    assert f"(Figura {number['class_distribution.png']})" in html
+
+
+def test_a_reference_to_a_figure_not_shown_is_a_template_error(project):
+    section = Path("templates/sections/01_introduccion.html.j2")
+    section.write_text(section.read_text() + "<p>Véase la Figura {{ figures.curves.number }}.</p>\n")
+    main = Path("templates/report.html.j2")
+    main.write_text(main.read_text().replace('{% include "sections/06_modelamiento.html.j2" %}\n', ""))
+    with pytest.raises(MonkeyReportError, match="reference to figure 'curves'"):
+        pipeline.run(config(), quiet())

@@ -123,6 +123,7 @@ def test_installed_wheel_starts_builds_and_rebuilds_a_report_folder(tmp_path, sh
     section.write_text(section.read_text().replace("<h2>Conclusiones</h2>",
                                                     "<h2>Conclusiones</h2>\n<p>Texto revisado por el autor.</p>"))
     output = run(str(bin_dir / "monkeyreport"), "build", "--data-dir", str(shared_dataset), cwd=folder)
-    assert "train unchanged, skipped" in output and "render done" in output
+    assert "train unchanged, skipped" in output and "interpret unchanged, skipped" in output
+    assert "render done" in output
     text = " ".join(page.extract_text() or "" for page in PdfReader(pdf).pages)
     assert "Texto revisado por el autor." in " ".join(text.split())

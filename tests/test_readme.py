@@ -24,7 +24,7 @@ def command_of(line: str) -> list[str]:
 
 def test_readme_lists_every_command():
     commands = {" ".join(command_of(line)) for line in usage_lines()}
-    assert {"build", "eda", "models", "train", "render", "data check", "data download"} <= commands
+    assert {"build", "eda", "models", "train", "render", "status", "data check", "data download"} <= commands
 
 
 @pytest.mark.parametrize("line", usage_lines())

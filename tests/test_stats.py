@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,12 +65,12 @@ def test_exact_mcnemar_counts_only_discordant_images():
 
 
 def test_leak_free_metrics_leave_out_validation_images_with_a_copy_in_training():
-    eda = {"duplicates": {"groups": [
+    eda = SimpleNamespace(duplicates={"groups": [
         {"cross_split": True, "files": [{"file": "training/n0/a.jpg", "split": "training"},
                                         {"file": "validation/n0/x.jpg", "split": "validation"}]},
         {"cross_split": False, "files": [{"file": "validation/n1/y.jpg", "split": "validation"},
                                          {"file": "validation/n1/z.jpg", "split": "validation"}]},
-    ]}}
+    ]})
     leaked = stats.leaked_validation_files(eda)
     assert leaked == {"validation/n0/x.jpg"}
     files = ["validation/n0/x.jpg", "validation/n1/y.jpg", "validation/n1/z.jpg", "validation/n0/w.jpg"]

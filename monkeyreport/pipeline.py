@@ -37,7 +37,6 @@ from typing import Any, Callable, Iterable, Literal
 
 from monkeyreport import results
 from monkeyreport.config import Config, stable_hash
-from monkeyreport.errors import MonkeyReportError
 
 By = Literal["content", "stat"]
 
@@ -149,13 +148,6 @@ def stage_table() -> str:
     return "\n".join(rows) + "\n"
 
 
-def stage(name: str) -> Stage:
-    for s in STAGES:
-        if s.name == name:
-            return s
-    raise MonkeyReportError(f"unknown stage '{name}' (stages: {', '.join(STAGE_NAMES)})")
-
-
 def downstream(name: str) -> list[str]:
     """`name` and every stage that runs after it, directly or not, in table order."""
     below = {name}
@@ -188,8 +180,8 @@ class Options:
 
 @dataclass
 class StageOutcome:
-    """What a stage's run reports: its one result line, and whether it completed (an
-    incomplete stage records no stamp, so the next build runs it again)."""
+    """What a stage's run reports: its one result line, and whether it completed (the stamp
+    of an incomplete stage says so, and the next build runs it again)."""
 
     line: str
     complete: bool = True

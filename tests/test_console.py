@@ -19,6 +19,7 @@ import pytest
 from lightning.fabric.utilities.warnings import PossibleUserWarning
 
 from monkeyreport.console import fit_parts, lightning_output_to
+from monkeyreport.pipeline import STAGE_NAMES
 
 from conftest import make_dataset
 from test_training import VANILLA, write_config
@@ -26,7 +27,7 @@ from test_training import VANILLA, write_config
 MONKEYREPORT = str(Path(sys.executable).parent / "monkeyreport")
 BANNERS = ("GPU available", "TPU available", "Checkpoint directory", "LOCAL_RANK", "You are using a CUDA device")
 # What a build prints: a line per stage, a line per experiment.
-RESULT_LINE = re.compile(r"(eda|train|summaries|interpretation|render) .*|train: vanilla: accuracy .*|build finished in .*")
+RESULT_LINE = re.compile(rf"({'|'.join(STAGE_NAMES)}) .*|train: vanilla: accuracy .*|build finished in .*")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 

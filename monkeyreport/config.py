@@ -65,6 +65,18 @@ class TrainingConfig:
     max_images_per_class: int = 0  # 0 = every image; smoke profiles use a subset
     image_cache: bool = True  # decode each image once into a uint8 cache under runs_dir
     feature_cache: bool = True  # frozen: run the backbone once, train the head on its features
+    # The recipe beyond the original report's (Adam, constant rate, no augmentation, last
+    # epoch); each key may also be set in an [[experiments]] entry, which wins there.
+    optimizer: str = "adam"  # any name timm.optim.create_optimizer_v2 knows ("adamw", "sgd", ...)
+    weight_decay: float = 0.0
+    layer_decay: float = 0.0  # 0: one rate for every layer; else timm's per-layer decay
+    scheduler: str = "none"  # "none", "cosine" or "step" (timm.scheduler), stepped per epoch
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    augment: str = "none"  # "none", "flip" or a timm auto-augment string ("rand-m9-mstd0.5")
+    freeze_epochs: int = 0  # fine-tuning: train the head alone for this many epochs first
+    selection: str = "last"  # "last" epoch, or the best "holdout" epoch (held-out training images)
+    holdout_fraction: float = 0.15
 
     def validate(self) -> None:
         _require(self.epochs >= 1, "training.epochs", "must be >= 1")
@@ -74,6 +86,25 @@ class TrainingConfig:
         _require(self.resize >= self.crop, "training.resize", "must be >= training.crop")
         _require(self.num_workers >= 0, "training.num_workers", "must be >= 0")
         _require(self.max_images_per_class >= 0, "training.max_images_per_class", "must be >= 0")
+        _require(bool(self.optimizer.strip()), "training.optimizer", "must not be empty")
+        _require(self.weight_decay >= 0, "training.weight_decay", "must be >= 0")
+        _require(0 <= self.layer_decay <= 1, "training.layer_decay", "must be 0 (off) or in (0, 1]")
+        _require(self.scheduler in SCHEDULERS, "training.scheduler", f"must be one of {', '.join(SCHEDULERS)}")
+        _require(0 <= self.warmup_epochs < self.epochs, "training.warmup_epochs", "must be >= 0 and < epochs")
+        _require(0 <= self.label_smoothing < 1, "training.label_smoothing", "must be in [0, 1)")
+        _require(self.augment in ("none", "flip") or self.augment.startswith(("rand-", "augmix-", "original",
+                                                                                  "v0", "3a")),
+                 "training.augment", 'must be "none", "flip" or a timm auto-augment string such as '
+                 '"rand-m9-mstd0.5"')
+        _require(0 <= self.freeze_epochs < self.epochs, "training.freeze_epochs", "must be >= 0 and < epochs")
+        _require(self.selection in SELECTIONS, "training.selection", f"must be one of {', '.join(SELECTIONS)}")
+        _require(0 < self.holdout_fraction < 1, "training.holdout_fraction", "must be in (0, 1)")
+
+    def recipe_changes(self) -> dict[str, Any]:
+        """The recipe keys whose values differ from the defaults: a run's identity includes
+        them, so the original recipe's runs keep the identity they had before these keys."""
+        default = TrainingConfig()
+        return {k: getattr(self, k) for k in RECIPE_KEYS if getattr(self, k) != getattr(default, k)}
 
 
 @dataclass(frozen=True)
@@ -100,6 +131,14 @@ class ExperimentConfig:
     title: str = ""  # shown in Tabla 1; defaults to the name
     frozen: bool = False
     pretrained: str = "none"  # "imagenet", "none", "packaged", or a path to a state dict
+    training: dict[str, Any] = field(default_factory=dict)  # [training] keys set in this entry
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """What names and builds its model (not its recipe, which a run's identity takes from
+        the resolved training settings)."""
+        return {"name": self.name, "architecture": self.architecture, "title": self.title,
+                "frozen": self.frozen, "pretrained": self.pretrained}
 
     def validate(self, where: str) -> None:
         _require(bool(self.name.strip()), f"{where}.name", "must not be empty")
@@ -120,8 +159,18 @@ class ExperimentConfig:
 
 
 @dataclass(frozen=True)
+class Run:
+    """One unit of training: an experiment with one seed, in its own folder of the runs folder."""
+
+    experiment: ExperimentConfig
+    seed: int
+    name: str  # the experiment's name with one seed, "<experiment>-seed<seed>" with several
+
+
+@dataclass(frozen=True)
 class Config:
-    seed: int = 42
+    seed: int = 42  # the EDA's sample choice and the bootstrap; the runs' seed without `seeds`
+    seeds: list[int] = field(default_factory=list)  # one run per experiment and seed
     data: DataConfig = field(default_factory=DataConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     eda: EdaConfig = field(default_factory=EdaConfig)
@@ -137,6 +186,25 @@ class Config:
     @property
     def runs_dir(self) -> Path:
         return Path(self.output.runs_dir)
+
+    @property
+    def run_seeds(self) -> list[int]:
+        return self.seeds or [self.seed]
+
+    @property
+    def runs(self) -> list[Run]:
+        """Every (experiment, seed) pair, experiments in config order, seeds within each."""
+        several = len(self.run_seeds) > 1
+        return [Run(e, s, f"{e.name}-seed{s}" if several else e.name) for e in self.experiments
+                for s in self.run_seeds]
+
+    def recipe(self, experiment: ExperimentConfig) -> TrainingConfig:
+        """The [training] settings with the experiment's own keys applied."""
+        return dataclasses.replace(self.training, **experiment.training)
+
+    def for_run(self, run: Run) -> Config:
+        """This config as one run sees it: its seed and its experiment's recipe."""
+        return dataclasses.replace(self, seed=run.seed, training=self.recipe(run.experiment))
 
     def with_overrides(
         self,
@@ -159,6 +227,14 @@ class Config:
                 cfg, training=dataclasses.replace(cfg.training, epochs=epochs)
             )
         return cfg
+
+
+SCHEDULERS = ("none", "cosine", "step")
+SELECTIONS = ("last", "holdout")
+RECIPE_KEYS = ("optimizer", "weight_decay", "layer_decay", "scheduler", "warmup_epochs", "label_smoothing",
+               "augment", "freeze_epochs", "selection", "holdout_fraction")
+TRAINING_KEYS = frozenset(f.name for f in dataclasses.fields(TrainingConfig))
+TRAINING_HINTS = typing.get_type_hints(TrainingConfig)
 
 
 def _require(ok: bool, key: str, message: str) -> None:
@@ -203,14 +279,23 @@ def _parse(table: dict[str, Any]) -> Config:
     if not isinstance(experiments_raw, list):
         raise ConfigError("'experiments' must be an array of tables ([[experiments]])")
     config = _build(Config, table, prefix="", skip=frozenset({"experiments", "source"}))
+    if len(set(config.seeds)) != len(config.seeds):
+        raise ConfigError("'seeds' must not repeat a seed")
     experiments = []
     seen: set[str] = set()
     for i, raw in enumerate(experiments_raw):
         where = f"experiments[{i}]"
         if not isinstance(raw, dict):
             raise ConfigError(f"'{where}' must be a table")
-        exp = _build(ExperimentConfig, raw, prefix=where)
+        own = {k: v for k, v in raw.items() if k not in TRAINING_KEYS}
+        exp = _build(ExperimentConfig, own, prefix=where, skip=frozenset({"training"}))
+        recipe = {k: _coerce(v, TRAINING_HINTS[k], f"{where}.{k}") for k, v in raw.items() if k in TRAINING_KEYS}
+        exp = dataclasses.replace(exp, training=recipe)
         exp.validate(where)
+        try:
+            config.recipe(exp).validate()
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (with the keys of '{where}', experiment '{exp.name}')") from None
         if exp.name in seen:
             raise ConfigError(f"'{where}.name' duplicates experiment name '{exp.name}'")
         seen.add(exp.name)

@@ -62,15 +62,15 @@ class Stage:
     after: tuple[str, ...] = ()
 
 
-# Patterns: {report}, {runs} and {templates} are the folders of this build, {experiment} each
-# configured experiment, {architecture} each configured architecture, {format} each output
+# Patterns: {report}, {runs} and {templates} are the folders of this build, {run} each
+# run (an experiment with one seed, `Config.runs`), {architecture} each configured architecture, {format} each output
 # format; "/**" is every file below a folder, "*" in a file name any name. Two inputs are not
 # files: "dataset" (names, sizes and times of every image, data.fingerprint) and "config"
 # (the config file's text).
 EDA_JSON = "{report}/eda/eda.json"
-METRICS = "{runs}/{experiment}/metrics.json"
-PREDICTIONS = "{runs}/{experiment}/predictions.csv"
-HISTORY = "{runs}/{experiment}/history.csv"
+METRICS = "{runs}/{run}/metrics.json"
+PREDICTIONS = "{runs}/{run}/predictions.csv"
+HISTORY = "{runs}/{run}/history.csv"
 SPECIES = "{templates}/species.toml"
 SUMMARY = "{report}/models/{architecture}.json"
 
@@ -87,7 +87,7 @@ STAGES: tuple[Stage, ...] = (
           "monkeyreport.training:run_stage",
           reads=(Dep("dataset"),), params=("seed", "training", "trainer", "experiments"),
           code=(), version=results.RESULTS_SCHEMA,
-          writes=(METRICS, PREDICTIONS, HISTORY, "{runs}/{experiment}/checkpoints/last.ckpt")),
+          writes=(METRICS, PREDICTIONS, HISTORY, "{runs}/{run}/checkpoints/last.ckpt")),
     Stage("summaries", "stages, shapes and parameters of each configured architecture",
           "monkeyreport.summaries:run_stage",
           reads=(), params=("experiments.architecture",),
@@ -95,8 +95,8 @@ STAGES: tuple[Stage, ...] = (
           writes=(SUMMARY,)),
     Stage("interpret", "top-loss galleries, Grad-CAM and training/validation duplicate pairs",
           "monkeyreport.interpret:run_stage",
-          reads=(Dep("dataset"), Dep(EDA_JSON), Dep(METRICS), Dep(PREDICTIONS), Dep("{runs}/{experiment}/run.json"),
-                 Dep("{runs}/{experiment}/checkpoints/last.ckpt", "stat"), Dep(SPECIES)),
+          reads=(Dep("dataset"), Dep(EDA_JSON), Dep(METRICS), Dep(PREDICTIONS), Dep("{runs}/{run}/run.json"),
+                 Dep("{runs}/{run}/checkpoints/last.ckpt", "stat"), Dep(SPECIES)),
           params=("experiments",),
           code=("interpret.py", "figures.py", "models.py", "architectures.py", "selection.py"),
           version=results.INTERPRET_SCHEMA,
@@ -119,7 +119,7 @@ STAGES: tuple[Stage, ...] = (
           "monkeyreport.render:run_stage",
           reads=(Dep("{templates}/**"), Dep("config"), Dep(EDA_JSON), Dep("{report}/stats/stats.json"),
                  Dep("{report}/interpret/interpret.json"), Dep(SUMMARY), Dep("{report}/figures/figures.json"),
-                 Dep(METRICS), Dep("{runs}/{experiment}/failed.json"), Dep(HISTORY)),
+                 Dep(METRICS), Dep("{runs}/{run}/failed.json"), Dep(HISTORY)),
           params=("*",),
           code=("render.py", "context.py", "findings.py", "spanish_format.py", "results.py", "selection.py",
                 "architectures.py"),
@@ -206,7 +206,7 @@ class Inputs:
         archs = list(dict.fromkeys(e.architecture for e in self.config.experiments))
         return {"report": [str(self.config.report_dir)], "runs": [str(self.config.runs_dir)],
                 "templates": [str(self.options.templates)],
-                "experiment": [e.name for e in self.config.experiments], "architecture": archs,
+                "run": [r.name for r in self.config.runs], "architecture": archs,
                 "format": list(FORMATS.get(self.options.fmt, ()))}
 
     def expand(self, pattern: str) -> list[Path]:

@@ -45,9 +45,10 @@ class Plan:
 
 
 def plan_experiment(config: Config, experiment: ExperimentConfig, dataset_fingerprint: str,
-                    world_size: int, force: bool = False) -> Plan:
-    """The plan for `experiment`, from the files in its run folder."""
-    files = RunFiles.of(config.runs_dir, experiment.name)
+                    world_size: int, force: bool = False, run_name: str | None = None) -> Plan:
+    """The plan for `experiment`, from the files in its run folder (`run_name`, by default the
+    experiment's name); `config` is the run's own (`Config.for_run`)."""
+    files = RunFiles.of(config.runs_dir, run_name or experiment.name)
     started = RunStart(experiment_hash(config, experiment), dataset_fingerprint, world_size,
                        trains_on_features=experiment.frozen and config.training.feature_cache)
     finished = not force and _matches(results.read_json_if_exists(files.metrics), started.identity)

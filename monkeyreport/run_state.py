@@ -11,20 +11,22 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from monkeyreport.config import Config, ExperimentConfig, resolve_data_root, stable_hash
+from monkeyreport.config import Config, ExperimentConfig, Run, resolve_data_root, stable_hash
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.results import RESULTS_SCHEMA, RunFailure, RunFiles, RunMetrics, RunStart
 
 
 def experiment_hash(config: Config, experiment: ExperimentConfig) -> str:
-    """Everything in the config that changes an experiment's numbers (not where or how fast
+    """Everything in the run's config (`Config.for_run`: its seed, its experiment's recipe)
+    that changes an experiment's numbers (not where or how fast
     it runs; the number of processes, which does, is in the identity beside it). Precision
     and memory format count as configured: what "auto" picks on this machine is recorded in
     metrics.json, like the device, so a finished run is not redone to measure again."""
     t = config.training
-    return stable_hash(RESULTS_SCHEMA, experiment, config.seed, t.epochs, t.batch_size,
-                       t.learning_rate, t.resize, t.crop, t.max_images_per_class,
-                       config.trainer.precision, config.trainer.memory_format)
+    parts = [RESULTS_SCHEMA, experiment.identity, config.seed, t.epochs, t.batch_size, t.learning_rate, t.resize,
+             t.crop, t.max_images_per_class, config.trainer.precision, config.trainer.memory_format]
+    changes = t.recipe_changes()
+    return stable_hash(*parts, changes) if changes else stable_hash(*parts)
 
 
 State = Literal["finished", "stale", "resumable", "failed", "not trained"]
@@ -54,16 +56,16 @@ def dataset_fingerprint(config: Config) -> str | None:
 
 
 def run_states(config: Config) -> list[RunState]:
-    """Each configured experiment's run: finished with the current settings and data, or why not."""
+    """Each configured run: finished with the current settings and data, or why not."""
     fingerprint = dataset_fingerprint(config)
-    return [_state(config, experiment, fingerprint) for experiment in config.experiments]
+    return [_state(config.for_run(run), run, fingerprint) for run in config.runs]
 
 
-def _state(config: Config, experiment: ExperimentConfig, fingerprint: str | None) -> RunState:
-    files = RunFiles.of(config.runs_dir, experiment.name)
+def _state(config: Config, run: Run, fingerprint: str | None) -> RunState:
+    experiment, name = run.experiment, run.name
+    files = RunFiles.of(config.runs_dir, name)
     expected = RunStart(experiment_hash(config, experiment), fingerprint or "", 1,
                         trains_on_features=experiment.frozen and config.training.feature_cache)
-    name = experiment.name
     if files.metrics.is_file():
         try:
             metrics = RunMetrics.read(files.metrics)

@@ -124,21 +124,24 @@ class ExperimentResult:
 def run_experiment(config: Config, experiment: ExperimentConfig, layout: DatasetLayout,
                    records: list[ImageRecord], dataset_fingerprint: str,
                    force: bool = False, plan: Plan | None = None,
-                   show_progress: bool = True, placement: Placement | None = None) -> ExperimentResult:
-    """Train and evaluate one experiment, or reuse its finished results. `plan` defaults to
-    one made now (`train_all` makes all of them first: see the module docstring), `placement`
-    one resolved now. Lightning's output goes to its train.log, written by rank 0 like every
-    result."""
+                   show_progress: bool = True, placement: Placement | None = None,
+                   run_name: str | None = None) -> ExperimentResult:
+    """Train and evaluate one run of an experiment, or reuse its finished results. `config` is
+    the run's own (`Config.for_run`: its seed and recipe), `run_name` its folder (by default
+    the experiment's name). `plan` defaults to one made now (`train_all` makes all of them
+    first: see the module docstring), `placement` one resolved now. Lightning's output goes to
+    its train.log, written by rank 0 like every result."""
+    name = run_name or experiment.name
     placement = placement or resolve_placement(config)
-    plan = plan or plan_experiment(config, experiment, dataset_fingerprint, placement.world_size, force)
-    files = RunFiles.of(config.runs_dir, experiment.name)
+    plan = plan or plan_experiment(config, experiment, dataset_fingerprint, placement.world_size, force, name)
+    files = RunFiles.of(config.runs_dir, name)
     if plan.finished:
-        return ExperimentResult(experiment.name, files.run_dir, True, RunMetrics.read(files.metrics).to_dict())
+        return ExperimentResult(name, files.run_dir, True, RunMetrics.read(files.metrics).to_dict())
     prepare_run_dir(files, plan)
     writes = is_global_zero()
     with (lightning_output_to(files.log if writes else None),
-          progress_line(experiment.name, show_progress and writes) as progress):
-        log.info(f"{experiment.name}: {f'resuming from {files.checkpoint}' if plan.resume else 'fresh start'}")
+          progress_line(name, show_progress and writes) as progress):
+        log.info(f"{name}: {f'resuming from {files.checkpoint}' if plan.resume else 'fresh start'}")
         setting = compute_setting(config, experiment, len(layout.classes), placement,
                                   announce=show_progress and writes)
         return _train_and_evaluate(config, experiment, layout, records, dataset_fingerprint, plan, files,
@@ -183,7 +186,7 @@ def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: Da
     metrics = _metrics(config, experiment, layout, created, len(history.rows), plan.identity, probabilities,
                        targets, train_seconds, str(trainer.strategy.root_device), images, plan.resume, setting)
     _write_results(files, history.rows, images.val_samples, layout.class_codes, probabilities, metrics)
-    return ExperimentResult(experiment.name, files.run_dir, False, metrics.to_dict())
+    return ExperimentResult(files.run_dir.name, files.run_dir, False, metrics.to_dict())
 
 
 def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule, setting: ComputeSetting,
@@ -354,29 +357,32 @@ def select_experiments(config: Config, only: list[str] | None) -> list[Experimen
 def train_all(config: Config, only: list[str] | None = None, force: bool = False,
               show_progress: bool = True, echo: Callable[[str], None] | None = None,
               ) -> list[ExperimentResult | ExperimentFailure]:
-    """Run the selected experiments in order. A failing one is reported and the rest go on;
-    Ctrl-C stops them all. Every experiment is planned before the first one trains (see the
-    module docstring). Rank 0 passes each one's result line to `echo` as soon as it is known."""
+    """Run every seed of the selected experiments (`Config.runs`), in order. A failing run is
+    reported and the rest go on; Ctrl-C stops them all. Every run is planned before the first
+    one trains (see the module docstring). Rank 0 passes each one's result line to `echo` as
+    soon as it is known."""
     experiments = select_experiments(config, only)
+    runs = [run for run in config.runs if run.experiment in experiments]
     placement = resolve_placement(config)
     layout = locate(resolve_data_root(config))
     entries = list_files(layout)
     fingerprint = fingerprint_dataset(layout, entries)
-    plans = [plan_experiment(config, e, fingerprint, placement.world_size, force) for e in experiments]
+    plans = [plan_experiment(config.for_run(r), r.experiment, fingerprint, placement.world_size, force, r.name)
+             for r in runs]
     records: list[ImageRecord] = []
     if not all(plan.finished for plan in plans):
         records = scan(layout, entries, config.data.max_image_pixels, config.eda.workers,
                        show_progress and is_global_zero())
     outcomes: list[ExperimentResult | ExperimentFailure] = []
-    for experiment, plan in zip(experiments, plans):
+    for run, plan in zip(runs, plans):
         try:
-            outcome = run_experiment(config, experiment, layout, records, fingerprint, force, plan,
-                                     show_progress, placement)
+            outcome = run_experiment(config.for_run(run), run.experiment, layout, records, fingerprint, force,
+                                     plan, show_progress, placement, run.name)
         except Interrupted:
             raise
         except MonkeyReportError as exc:
-            outcome = ExperimentFailure(experiment.name, str(exc))
-            _record_failure(RunFiles.of(config.runs_dir, experiment.name), outcome)
+            outcome = ExperimentFailure(run.name, str(exc))
+            _record_failure(RunFiles.of(config.runs_dir, run.name), run.experiment.name, outcome)
         outcomes.append(outcome)
         if echo and is_global_zero():
             echo(outcome.summary())
@@ -384,8 +390,8 @@ def train_all(config: Config, only: list[str] | None = None, force: bool = False
 
 
 @rank_zero_only
-def _record_failure(files: RunFiles, failure: ExperimentFailure) -> None:
-    RunFailure(failure.name, failure.reason).write(files.failed)
+def _record_failure(files: RunFiles, experiment: str, failure: ExperimentFailure) -> None:
+    RunFailure(experiment, failure.reason).write(files.failed)
 
 
 def run_stage(config: Config, options: Options) -> StageOutcome:
@@ -396,7 +402,7 @@ def run_stage(config: Config, options: Options) -> StageOutcome:
                     echo=lambda line: options.echo(f"train: {line}"))
     failed = [r.name for r in ran if isinstance(r, ExperimentFailure)]
     reused = sum(1 for r in ran if isinstance(r, ExperimentResult) and r.skipped)
-    return StageOutcome(f"train {timed(start)}: {len(ran)} experiment(s), {reused} unchanged, "
+    return StageOutcome(f"train {timed(start)}: {len(ran)} run(s), {reused} unchanged, "
                         f"{len(ran) - reused - len(failed)} trained, {len(failed)} failed -> {config.runs_dir}",
                         complete=not failed, failed=failed,
                         reason=f"failed: {', '.join(failed)}" if failed else "")

@@ -106,6 +106,12 @@ class TrainingConfig:
         default = TrainingConfig()
         return {k: getattr(self, k) for k in RECIPE_KEYS if getattr(self, k) != getattr(default, k)}
 
+    def trains_on_features(self, frozen: bool) -> bool:
+        """Whether a run trains its head on backbone features computed once (`feature_cache`):
+        only a frozen experiment without augmentation, since augmented images give other
+        features every epoch. Otherwise every epoch runs the whole network."""
+        return frozen and self.feature_cache and self.augment == "none"
+
 
 @dataclass(frozen=True)
 class TrainerConfig:

@@ -9,6 +9,7 @@ rest on, which a template macro turns into sentences. Like render, this never im
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import tomllib
 from datetime import date
@@ -18,7 +19,7 @@ from typing import Any
 from monkeyreport import results, selection
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
-from monkeyreport.findings import findings, mcnemar_rows, row_scores
+from monkeyreport.findings import comparison_rows, findings, row_scores
 from monkeyreport.results import (EdaSummary, FiguresManifest, Interpretation, ModelSummary, ReportFiles, RunFailure,
                                   RunFiles, RunMetrics, Statistics)
 
@@ -36,7 +37,7 @@ ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published
     ("efficientnet_b0", False): (0.9816, 0.9812),
 }
 ORIGINAL_COUNTS = {"training": 1097, "validation": 272}
-FIGURE_MARK = ("⟦fig:", "⟧")  # around a figure's key where its number goes (figure_number)
+FIGURE_MARK = ("⟦", "⟧")  # around "fig:<key>" or "tab:<key>" where a number goes (render.number_figures)
 SPECIES_FILE = "species.toml"  # in the templates folder: the canonical species names
 
 
@@ -48,23 +49,31 @@ def read_history(path: Path) -> list[dict[str, float]]:
 
 
 def experiment_rows(config: Config, statistics: Statistics) -> list[dict[str, Any]]:
-    """One row per configured experiment, in Tabla 1 order, with its run and statistics."""
+    """One row per configured experiment, in Tabla 1 order. Its metrics are the means over
+    its finished seeds (`group`: mean, SD, values); `run`, `stats` and `history` are those of
+    its first finished seed, which the per-run figures and tables show."""
     rows = []
     for exp in config.experiments:
-        files = RunFiles.of(config.runs_dir, exp.name)
-        run, problem = _read_run(files)
-        failed, failed_problem = _read_failure(files) if not (run or problem) else (None, "")
+        runs = [r for r in config.runs if r.experiment is exp]
+        read = [(r, RunFiles.of(config.runs_dir, r.name), *_read_run(RunFiles.of(config.runs_dir, r.name)))
+                for r in runs]
+        finished = [(r, files, metrics) for r, files, metrics, _ in read if metrics]
+        first, files, metrics, problem = next(((r, f, m, "") for r, f, m in finished), read[0])
+        failed, failed_problem = _read_failure(files) if not (metrics or problem) else (None, "")
         problem = problem or failed_problem
-        status = "ok" if run else ("unreadable" if problem else ("failed" if failed else "pending"))
+        status = "ok" if metrics else ("unreadable" if problem else ("failed" if failed else "pending"))
+        group = statistics.groups.get(exp.name) if metrics else None
         rows.append({
             "name": exp.name, "label": exp.label, "architecture": exp.architecture,
-            "frozen": exp.frozen, "pretrained": run.pretrained if run else exp.pretrained,
+            "frozen": exp.frozen, "pretrained": metrics.pretrained if metrics else exp.pretrained,
             "status": status, "transfer": not selection.is_baseline(exp.architecture),
-            "run": run, "reason": problem or (failed.reason if failed else ""),
+            "run": metrics, "run_name": first.name, "seed": first.seed, "reason": problem or (failed.reason if failed else ""),
             "file": files.failed if failed_problem else files.metrics,
-            "history": read_history(files.history) if run else [],
-            "accuracy": run.accuracy if run else None, "macro_f1": run.macro_f1 if run else None,
-            "stats": statistics.experiments.get(exp.name) if run else None,
+            "history": read_history(files.history) if metrics else [],
+            "accuracy": group["accuracy"]["mean"] if group else (metrics.accuracy if metrics else None),
+            "macro_f1": group["macro_f1"]["mean"] if group else (metrics.macro_f1 if metrics else None),
+            "stats": statistics.experiments.get(first.name) if metrics else None,
+            "group": group, "n_seeds": len(runs), "recipe": exp.training,
             "best": False,
         })
     for r in selection.top([r for r in rows if r["status"] == "ok"], row_scores):
@@ -235,7 +244,7 @@ def interpretation_view(config: Config, rows: list[dict[str, Any]],
 def figure_number(key: str) -> str:
     """Where a figure's number goes: render numbers the figures in the order the templates
     place them (render.number_figures), so a reordered section cannot misnumber them."""
-    return f"{FIGURE_MARK[0]}{key}{FIGURE_MARK[1]}"
+    return f"{FIGURE_MARK[0]}fig:{key}{FIGURE_MARK[1]}"
 
 
 def figure_entries(config: Config, eda: EdaSummary, rows: list[dict[str, Any]],
@@ -291,6 +300,7 @@ def figure_entries(config: Config, eda: EdaSummary, rows: list[dict[str, Any]],
     entries["confusion"] = cms
     curves = any(r["status"] == "ok" and r["history"] for r in rows)
     entry("curves", drawn.curves if drawn and curves else None, "figures" if curves else "no_results")
+    entry("seeds", drawn.seeds if drawn else None, "figures")
     return entries
 
 
@@ -321,7 +331,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: Statis
     per_class = per_class_view(rows, classes)
     interpretation = interpretation_view(config, rows, classes)
     leakage = eda.duplicates["n_validation_files_in_cross_split_groups"]
-    tests = mcnemar_rows(rows, statistics)
+    tests = comparison_rows(rows, statistics)
     done = [r for r in rows if r["status"] == "ok"]
     n_val_used = done[0]["run"].n_val if done else eda.splits["validation"]["total"]
     measured = [r["stats"] for r in done if r["stats"]]
@@ -337,6 +347,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: Statis
         "config_source": _shown_path(config.source),
         "config_text": config_text,
         "seed": config.seed,
+        "seeds": config.run_seeds,
         "eda": eda,
         "classes": classes,
         "num_classes": len(classes),
@@ -351,13 +362,11 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: Statis
         "dup": eda.duplicates,
         "leakage": leakage,
         "dataset_problems": eda.dataset_problems,
-        "training": {
-            "epochs": config.training.epochs, "batch_size": config.training.batch_size,
-            "learning_rate": config.training.learning_rate,
+        "training": dataclasses.asdict(config.training) | {
             "resize": done[0]["run"].preprocessing.resize if done else config.training.resize,
             "crop": done[0]["run"].preprocessing.crop if done else config.training.crop,
-            "max_images_per_class": config.training.max_images_per_class,
         },
+        "recipes": [r for r in rows if r["recipe"]],
         "normalisations": normalisations(rows),
         "experiments": rows,
         "architectures": architectures,
@@ -367,7 +376,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: Statis
         "leaked_used": leaked_used,
         # Half-width of a 95 % normal-approximation interval at accuracy 0.95, for the text.
         "typical_margin": 1.96 * math.sqrt(0.95 * 0.05 / max(n_val_used, 1)),
-        "mcnemar": tests,
+        "comparisons": tests,
         "per_class": per_class,
         "pending": [r for r in rows if r["status"] == "pending"],
         "failed": [r for r in rows if r["status"] == "failed"],

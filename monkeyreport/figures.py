@@ -293,6 +293,25 @@ def training_curves(histories: Sequence[tuple[str, Sequence[dict[str, float]]]],
     save(fig, path)
 
 
+def seed_values(points: Sequence[tuple[str, Sequence[tuple[int, float, float]]]], path: Path) -> None:
+    """Accuracy and macro F1 of every seed (dots) and their mean (a bar) per experiment."""
+    fig, axes = plt.subplots(1, 2, figsize=(7.2, 0.45 * len(points) + 1.4), sharey=True)
+    labels = [label for label, _ in points]
+    for ax, column, title in ((axes[0], 1, "Accuracy"), (axes[1], 2, "Macro F1")):
+        for row, (_, seeds) in enumerate(points):
+            values = [s[column] for s in seeds]
+            ax.plot(values, [row] * len(values), "o", ms=5, alpha=0.8, color="#1f6fb2")
+            mean = sum(values) / len(values)
+            ax.plot([mean, mean], [row - 0.3, row + 0.3], "-", lw=2, color="#333333")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(labels)), labels)
+    axes[0].invert_yaxis()
+    fig.tight_layout()
+    save(fig, path)
+
+
 # ----------------------------------------------------------------------------- interpretation
 # Drawn by the interpretation stage (interpret.py), after training; render only reads them.
 

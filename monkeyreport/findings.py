@@ -25,11 +25,17 @@ def row_scores(row: dict[str, Any]) -> selection.Entry:
 # ----------------------------------------------------------------------------- significance
 
 
-def mcnemar_rows(rows: list[dict[str, Any]], statistics: Statistics) -> list[dict[str, Any]]:
-    """The McNemar tests of stats.json with the experiments' rows in place of their names."""
+def comparison_rows(rows: list[dict[str, Any]], statistics: Statistics) -> list[dict[str, Any]]:
+    """The comparisons of stats.json with the experiments' rows in place of their names; with
+    one seed, its McNemar counts beside the test."""
     by_name = {r["name"]: r for r in rows}
-    return [t | {"row_a": by_name[t["a"]], "row_b": by_name[t["b"]]} for t in statistics.mcnemar
-            if t["a"] in by_name and t["b"] in by_name]
+    out = []
+    for t in statistics.comparisons:
+        if t["a"] in by_name and t["b"] in by_name:
+            single = t["mcnemar"][0] if len(t["mcnemar"]) == 1 else {}
+            out.append(t | {"row_a": by_name[t["a"]], "row_b": by_name[t["b"]],
+                            "only_a_right": single.get("only_a_right"), "only_b_right": single.get("only_b_right")})
+    return out
 
 
 def find_test(tests: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
@@ -62,6 +68,7 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
         versus = [(r, find_test(tests, best[0]["name"], r["name"])) for r in others]
         out.append({"kind": "winner", "best": best,
                     "worse": [r for r, t in versus if t and t["significant"]],
+                    "worse_tests": [t for r, t in versus if t and t["significant"]],
                     "tied": [{"row": r, "test": t} for r, t in versus if t and not t["significant"]]})
     out += _freezing(done, tests)
     out += _baseline(done, tests)
@@ -76,8 +83,8 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
     if near_chance:
         out.append({"kind": "failed_to_learn", "rows": near_chance, "chance": chance})
     out += [{"kind": r["status"], "row": r} for r in rows if r["status"] in ("failed", "pending", "unreadable")]
-    changes = [{"row": r, "delta": r["stats"]["leak_free"]["accuracy"]["value"] - r["accuracy"]}
-               for r in done if r["stats"] and r["stats"]["leak_free"]["accuracy"]["n"]]
+    changes = [{"row": r, "delta": r["group"]["leak_free"]["accuracy"]["mean"] - r["accuracy"]}
+               for r in done if r["group"] and r["stats"]["leak_free"]["accuracy"]["n"]]
     if n_leaked and changes:
         deltas = [c["delta"] for c in changes]
         out.append({"kind": "leakage", "n_leaked": n_leaked, "changes": changes,

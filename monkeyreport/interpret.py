@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from monkeyreport import selection
+from monkeyreport import run_state, selection
 from monkeyreport.architectures import facts
 from monkeyreport.config import Config, ExperimentConfig, resolve_data_root
 from monkeyreport.errors import MonkeyReportError
@@ -38,27 +38,29 @@ LEAKAGE_PAIRS = 4  # training/validation pairs shown
 
 @dataclass(frozen=True)
 class FinishedRun:
+    """An experiment as the interpretation shows it: its first finished seed's run, ranked by
+    its mean metrics over every finished seed."""
+
     experiment: ExperimentConfig
     files: RunFiles
     metrics: RunMetrics
+    mean: selection.Entry
 
 
 def finished_runs(config: Config) -> list[FinishedRun]:
     runs = []
-    for exp in config.experiments:
-        files = RunFiles.of(config.runs_dir, exp.name)
-        if not files.metrics.is_file():
-            continue
-        try:
-            runs.append(FinishedRun(exp, files, RunMetrics.read(files.metrics)))
-        except Exception:  # noqa: BLE001 - an unreadable metrics file: the run is left out
-            continue
+    for name, seeds in run_state.finished(config).items():
+        run, metrics = seeds[0]
+        mean = selection.Entry(metrics.architecture, metrics.frozen,
+                               float(np.mean([m.accuracy for _, m in seeds])),
+                               float(np.mean([m.macro_f1 for _, m in seeds])))
+        runs.append(FinishedRun(run.experiment, RunFiles.of(config.runs_dir, run.name), metrics, mean))
     return runs
 
 
-def _scored(run: FinishedRun) -> RunMetrics:
-    """A run as `selection` reads it."""
-    return run.metrics
+def _scored(run: FinishedRun) -> selection.Entry:
+    """A run as `selection` ranks it: by its experiment's mean over seeds."""
+    return run.mean
 
 
 def _error(exc: BaseException) -> str:

@@ -20,6 +20,7 @@ from typing import Callable
 import timm
 import torch
 import torchvision
+from timm.models import group_parameters
 from torch import nn
 
 from monkeyreport.architectures import ArchitectureFacts, facts
@@ -179,6 +180,27 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(x))
+
+    def freeze_backbone(self, frozen: bool) -> None:
+        """Freeze or unfreeze the backbone as the constructor's `frozen` does: without gradient
+        and in eval mode while frozen (`freeze_epochs` trains the head alone first)."""
+        self.frozen = frozen
+        self.backbone.requires_grad_(not frozen)
+        self.backbone.train(self.training and not frozen)
+
+    def group_matcher(self, coarse: bool = False) -> Callable[[str], int]:
+        """The layer of each parameter, by name, for timm's layer-wise rate decay
+        (`timm.optim.create_optimizer_v2(layer_decay=...)`, as for a timm model): the backbone's
+        own groups (a timm backbone's `group_matcher`; else each module holding parameters, in
+        order), then the head as the last, deepest layer."""
+        if hasattr(self.backbone, "group_matcher"):
+            layers = group_parameters(self.backbone, self.backbone.group_matcher(coarse=coarse), reverse=True)
+        else:
+            owners = {name.rpartition(".")[0]: None for name, _ in self.backbone.named_parameters()}
+            order = {owner: i for i, owner in enumerate(owners)}
+            layers = {name: order[name.rpartition(".")[0]] for name, _ in self.backbone.named_parameters()}
+        head = max(layers.values(), default=-1) + 1
+        return lambda name: layers[name.removeprefix("backbone.")] if name.startswith("backbone.") else head
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ STAGES: tuple[Stage, ...] = (
     # alters what training produces bumps RESULTS_SCHEMA, which retrains.
     Stage("train", "one run per experiment: checkpoint, history, predictions, metrics",
           "monkeyreport.training:run_stage",
-          reads=(Dep("dataset"),), params=("seed", "training", "trainer", "experiments"),
+          reads=(Dep("dataset"),), params=("seed", "seeds", "training", "trainer", "experiments"),
           code=(), version=results.RESULTS_SCHEMA,
           writes=(METRICS, PREDICTIONS, HISTORY, "{runs}/{run}/checkpoints/last.ckpt")),
     Stage("summaries", "stages, shapes and parameters of each configured architecture",
@@ -97,23 +97,25 @@ STAGES: tuple[Stage, ...] = (
           "monkeyreport.interpret:run_stage",
           reads=(Dep("dataset"), Dep(EDA_JSON), Dep(METRICS), Dep(PREDICTIONS), Dep("{runs}/{run}/run.json"),
                  Dep("{runs}/{run}/checkpoints/last.ckpt", "stat"), Dep(SPECIES)),
-          params=("experiments",),
-          code=("interpret.py", "figures.py", "models.py", "architectures.py", "selection.py"),
+          params=("seeds", "experiments"),
+          code=("interpret.py", "figures.py", "models.py", "architectures.py", "selection.py", "run_state.py"),
           version=results.INTERPRET_SCHEMA,
           writes=("{report}/interpret/interpret.json", "{report}/interpret/*.jpg"), after=("eda", "train")),
     Stage("stats", "bootstrap intervals, duplicate-free metrics, McNemar tests, per-class metrics",
           "monkeyreport.stats:run_stage",
-          reads=(Dep(EDA_JSON), Dep(METRICS), Dep(PREDICTIONS)), params=("seed",),
+          reads=(Dep(EDA_JSON), Dep(METRICS), Dep(PREDICTIONS)), params=("seed", "seeds", "experiments"),
           code=("stats.py", "selection.py", "architectures.py"), version=results.STATS_SCHEMA,
           writes=("{report}/stats/stats.json",), after=("eda", "train")),
-    Stage("figures", "diagrams, confusion matrices and training curves of the report",
+    Stage("figures", "diagrams, confusion matrices, training curves and per-seed results of the report",
           "monkeyreport.report_figures:run_stage",
           reads=(Dep(EDA_JSON), Dep(SUMMARY), Dep(METRICS), Dep(HISTORY), Dep(SPECIES)),
-          params=("experiments",),
-          code=("report_figures.py", "figures.py", "selection.py", "architectures.py"), version=results.FIGURES_SCHEMA,
+          params=("seeds", "experiments"),
+          code=("report_figures.py", "figures.py", "selection.py", "architectures.py", "run_state.py"),
+          version=results.FIGURES_SCHEMA,
           writes=("{report}/figures/figures.json", "{report}/figures/cnn_schematic.png",
                   "{report}/figures/transfer_learning.png", "{report}/figures/arch_*.png",
-                  "{report}/figures/confusion_*.png", "{report}/figures/training_curves.png"),
+                  "{report}/figures/confusion_*.png", "{report}/figures/training_curves.png",
+                  "{report}/figures/seeds.png"),
           after=("eda", "train", "summaries")),
     Stage("render", "report.html and report.pdf from the templates and the files above",
           "monkeyreport.render:run_stage",
@@ -129,7 +131,7 @@ STAGES: tuple[Stage, ...] = (
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 RENDER_STAGES = ("stats", "figures", "render")  # what `render` and `preview` run: no torch
-CONFIG_SECTIONS = ("seed", "data", "output", "eda", "training", "trainer", "experiments")
+CONFIG_SECTIONS = ("seed", "seeds", "data", "output", "eda", "training", "trainer", "experiments")
 FORMATS = {"both": ("html", "pdf"), "html": ("html",), "pdf": ("pdf",)}
 MAX_REASONS = 6  # `status` names this many changed inputs of a stage, then counts the rest
 

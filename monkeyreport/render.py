@@ -105,24 +105,30 @@ def render_html(context: dict[str, Any], templates_dir: Path) -> str:
         raise TemplateProblem(f"{_template_location(exc, templates_dir)}: template error: {message}") from None
 
 
+NUMBERED = {"fig": ("figure", "figura"), "tab": ("table", "tabla")}  # mark kind -> element, id prefix
+
+
 def number_figures(html: str, templates_dir: Path) -> str:
-    """Replace each figure mark (context.figure_number) by the figure's number: figures are
-    numbered 1, 2, ... in the order in which the templates place them (`<figure id=...>`).
-    A reference to a figure the report does not show is a template problem."""
+    """Replace each mark of a figure or table (context.figure_number; the templates' `tab`
+    macro) by its number: figures, and tables, are numbered 1, 2, ... in the order in which
+    the templates place them (`<figure id="figura-...">`, `<table id="tabla-...">`). A
+    reference to one the report does not show is a template problem."""
     start, end = (re.escape(m) for m in FIGURE_MARK)
-    mark = re.compile(f"{start}([^<>\"{end}]+){end}")
-    order: dict[str, int] = {}
-    for placed in re.finditer(f'<figure\\b[^>]*\\bid="figura-{start}([^"]+?){end}"', html):
-        order.setdefault(placed.group(1), len(order) + 1)
+    order: dict[tuple[str, str], int] = {}
+    for kind, (element, prefix) in NUMBERED.items():
+        placed = re.finditer(f'<{element}\\b[^>]*\\bid="{prefix}-{start}{kind}:([^"]+?){end}"', html)
+        for n, key in enumerate(dict.fromkeys(found.group(1) for found in placed), start=1):
+            order[(kind, key)] = n
 
     def number(found: re.Match) -> str:
-        key = found.group(1)
-        if key not in order:
+        kind, key = found.group(1), found.group(2)
+        if (kind, key) not in order:
+            what = "figure" if kind == "fig" else "table"
             raise TemplateProblem(f"{_display(templates_dir / MAIN_TEMPLATE, templates_dir)}: a reference to "
-                                  f"figure '{key}', which the report does not show")
-        return str(order[key])
+                                  f"{what} '{key}', which the report does not show")
+        return str(order[(kind, key)])
 
-    return mark.sub(number, html)
+    return re.sub(f"{start}(fig|tab):([^<>\"{end}]+){end}", number, html)
 
 
 def check_images(html: str, report_dir: Path, templates_dir: Path) -> None:

@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from monkeyreport import selection
-from monkeyreport.config import Config
+from monkeyreport import run_state, selection
+from monkeyreport.config import Config, ExperimentConfig
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.pipeline import Options, StageOutcome, timed
-from monkeyreport.results import EdaSummary, FiguresManifest, History, ModelSummary, ReportFiles, RunFiles, RunMetrics
+from monkeyreport.results import EdaSummary, FiguresManifest, History, ModelSummary, ReportFiles, RunFiles
 
 
 def panel_title(label: str, frozen: bool, transfer: bool) -> str:
@@ -27,17 +27,14 @@ def panel_title(label: str, frozen: bool, transfer: bool) -> str:
     return f"{label} ({'congelado' if frozen else 'fine-tuning'})"
 
 
-def _finished(config: Config) -> dict[str, RunMetrics]:
-    """The readable metrics of the configured experiments (render reports the unreadable)."""
-    runs = {}
-    for exp in config.experiments:
-        path = RunFiles.of(config.runs_dir, exp.name).metrics
-        if path.is_file():
-            try:
-                runs[exp.name] = RunMetrics.read(path)
-            except MonkeyReportError:
-                continue
-    return runs
+def _panel_label(experiment: ExperimentConfig, members: list[ExperimentConfig]) -> str:
+    """A confusion-matrix panel's title: the variant, with the experiment's title where two
+    experiments of the architecture share a variant (two recipes), alone its title."""
+    if len(members) == 1:
+        return experiment.label
+    variant = "Backbone congelado" if experiment.frozen else "Fine-tuning"
+    shared = sum(m.frozen == experiment.frozen for m in members) > 1
+    return f"{experiment.label}: {variant.lower()}" if shared else variant
 
 
 def draw(config: Config, templates_dir: Path) -> FiguresManifest:
@@ -68,20 +65,27 @@ def draw(config: Config, templates_dir: Path) -> FiguresManifest:
     for arch in dict.fromkeys(e.architecture for e in experiments):
         summary = ModelSummary.read_if_exists(report.model_summary(arch))
         diagrams[arch] = drawn(f"arch_{arch}.png", figures.architecture_diagram, summary) if summary else None
-    runs = _finished(config)
+    finished = run_state.finished(config)
+    first = {name: seeds[0] for name, seeds in finished.items()}  # the per-run figures show the first seed
     confusion: dict[str, str | None] = {}
     for arch in dict.fromkeys(e.architecture for e in experiments):
         members = [e for e in experiments if e.architecture == arch]
-        panels = [((("Backbone congelado" if e.frozen else "Fine-tuning") if len(members) > 1 else e.label),
-                   runs[e.name].confusion_matrix) for e in members if e.name in runs]
+        panels = [(_panel_label(e, members), first[e.name][1].confusion_matrix) for e in members if e.name in first]
         confusion[arch] = drawn(f"confusion_{arch}.png", figures.confusion_matrices, panels, names) if panels else None
     histories = []
     for e in experiments:
-        history = History.read(RunFiles.of(config.runs_dir, e.name).history).rows if e.name in runs else []
+        history = History.read(RunFiles.of(config.runs_dir, first[e.name][0].name).history).rows if e.name in first else []
         if history:
             histories.append((panel_title(e.label, e.frozen, not selection.is_baseline(e.architecture)), history))
     curves = drawn("training_curves.png", figures.training_curves, histories) if histories else None
-    manifest = FiguresManifest(cnn=cnn, transfer=transfer, diagrams=diagrams, confusion=confusion, curves=curves)
+    seeds = None
+    if len(config.run_seeds) > 1 and finished:
+        points = [(panel_title(e.label, e.frozen, not selection.is_baseline(e.architecture)),
+                   [(run.seed, m.accuracy, m.macro_f1) for run, m in finished[e.name]])
+                  for e in experiments if e.name in finished]
+        seeds = drawn("seeds.png", figures.seed_values, points)
+    manifest = FiguresManifest(cnn=cnn, transfer=transfer, diagrams=diagrams, confusion=confusion, curves=curves,
+                               seeds=seeds)
     manifest.write(report.figures_manifest)
     return manifest
 

@@ -38,9 +38,9 @@ RESULTS_SCHEMA = 2  # 2: data order per epoch from (seed, epoch) alone
 SUMMARY_SCHEMA = 2  # 2: family and library of the architecture
 # Versions of what the other stages write (pipeline.py): a stage whose version changed runs again.
 EDA_SCHEMA = 3  # 3: the data figures' drawing is an input of the stage
-STATS_SCHEMA = 2  # 2: freshness decided by the pipeline, no `inputs` digest inside
+STATS_SCHEMA = 3  # 3: runs per seed, results over seeds, comparisons with Holm's correction
 INTERPRET_SCHEMA = 2  # 2: freshness decided by the pipeline, no `digest` inside
-FIGURES_SCHEMA = 4  # 4: the report's figures drawn by their own stage, listed in figures.json
+FIGURES_SCHEMA = 5  # 5: the per-seed figure
 RENDER_SCHEMA = 1
 
 
@@ -611,9 +611,11 @@ class Statistics(JsonRecord):
     alpha: float
     seed: int
     n_leaked: int  # validation files with a copy in training
-    best: str | None
-    experiments: dict[str, dict[str, Any]]  # name -> n_val, all, leak_free, per_class, most_confused
-    mcnemar: list[dict[str, Any]]  # a, b, only_a_right, only_b_right, p_value, significant
+    seeds: list[int]  # the runs' seeds (Config.run_seeds)
+    best: str | None  # the experiment with the best mean accuracy (then macro F1) over its seeds
+    experiments: dict[str, dict[str, Any]]  # run -> n_val, all, leak_free, per_class, most_confused
+    groups: dict[str, dict[str, Any]]  # experiment -> runs, seeds, accuracy/macro_f1 (+ leak_free) over seeds
+    comparisons: list[dict[str, Any]]  # experiment pairs: per-seed McNemar, the deciding test, Holm
     parameters: dict[str, Any] | None  # experiments (by parameters), rho; None below three architectures
     problems: list[str]  # the result files that could not be read
 
@@ -644,11 +646,12 @@ class FiguresManifest(JsonRecord):
     diagrams: dict[str, str | None]  # architecture -> its diagram
     confusion: dict[str, str | None]  # architecture -> the confusion matrices of its experiments
     curves: str | None
+    seeds: str | None = None  # every seed's accuracy and macro F1 per experiment (several seeds)
 
     @property
     def drawn(self) -> list[str]:
-        return [p for p in (self.cnn, self.transfer, *self.diagrams.values(), *self.confusion.values(), self.curves)
-                if p]
+        return [p for p in (self.cnn, self.transfer, *self.diagrams.values(), *self.confusion.values(), self.curves,
+                            self.seeds) if p]
 
 
 @dataclass(frozen=True)

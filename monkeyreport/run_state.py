@@ -95,3 +95,18 @@ def _resume(files: RunFiles, expected: RunStart) -> list[str]:
     if files.checkpoint.is_file() and started and started == replace(expected, world_size=started.world_size):
         return [f"resumes from {files.checkpoint}"]
     return []
+
+
+def finished(config: Config) -> dict[str, list[tuple[Run, RunMetrics]]]:
+    """Each experiment's finished runs with readable metrics, seeds in config order; an
+    experiment without any is left out (render reports the unreadable ones)."""
+    out: dict[str, list[tuple[Run, RunMetrics]]] = {}
+    for run in config.runs:
+        path = RunFiles.of(config.runs_dir, run.name).metrics
+        if path.is_file():
+            try:
+                metrics = RunMetrics.read(path)
+            except MonkeyReportError:
+                continue
+            out.setdefault(run.experiment.name, []).append((run, metrics))
+    return out

@@ -85,11 +85,11 @@ def transfers(items: Iterable[T], view: View[T]) -> list[T]:
 
 
 def variant_pairs(items: Iterable[T], view: View[T]) -> list[tuple[T, T]]:
-    """(frozen, fine-tuned) of each transfer architecture that has both, architectures in
-    order of first appearance; of two items of the same variant the later one counts."""
-    by_arch: dict[str, dict[bool, T]] = {}
+    """(frozen, fine-tuned) of each transfer architecture, every frozen item with every
+    fine-tuned one (several recipes of a variant each get their pair), architectures in order
+    of first appearance, items in the given order."""
+    by_arch: dict[str, dict[bool, list[T]]] = {}
     for item in transfers(items, view):
         facts = view(item)
-        by_arch.setdefault(facts.architecture, {})[facts.frozen] = item
-    return [(variants[True], variants[False]) for variants in by_arch.values()
-            if True in variants and False in variants]
+        by_arch.setdefault(facts.architecture, {True: [], False: []})[facts.frozen].append(item)
+    return [(frozen, tuned) for variants in by_arch.values() for frozen in variants[True] for tuned in variants[False]]

@@ -7,8 +7,11 @@ report/stats/stats.json:
   the validation images;
 - the same metrics on the validation images without an exact or near copy in training
   ("validación sin duplicados");
-- exact McNemar tests (binomial test on the discordant images) between the best experiment
-  and each other one, and between the frozen and fine-tuned variant of each architecture;
+- per experiment, the mean and standard deviation of its metrics over its seeds;
+- comparisons between the best experiment and each other one, and between the frozen and
+  fine-tuned variants of each architecture: an exact McNemar test (binomial test on the
+  discordant images) per seed, and a paired t-test over seeds when there are two or more;
+  the deciding p-values of the whole family are corrected by Holm's method;
 - precision, recall and F1 per class, and the most confused class pairs, of every experiment;
 - Spearman's correlation between parameters and accuracy across architectures.
 
@@ -34,7 +37,7 @@ from monkeyreport.results import EdaSummary, Predictions, ReportFiles, RunFiles,
 
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
-ALPHA = 0.05  # significance level of the McNemar tests
+ALPHA = 0.05  # significance level of the comparisons, after Holm's correction
 TOP_CONFUSED = 3
 TREND_MIN_ARCHITECTURES = 3  # a parameters-vs-accuracy trend needs at least three points
 
@@ -187,37 +190,99 @@ def experiment_statistics(predictions: Predictions, leaked: set[str], seed: int)
     }
 
 
-def comparisons(runs: dict[str, RunMetrics], predictions: dict[str, Predictions],
-                best: str) -> list[McNemar]:
-    """Best vs every other experiment, then frozen vs fine-tuned per architecture."""
-    pairs = [(best, name) for name in predictions if name != best]
-    for pair in selection.variant_pairs([n for n in runs if n in predictions], runs.__getitem__):
-        if pair not in pairs and pair[::-1] not in pairs:
-            pairs.append(pair)
-    tests = []
-    for a, b in pairs:
-        pa, pb = predictions[a], predictions[b]
-        if pa.files != pb.files:
+def over_seeds(values: list[float]) -> dict[str, Any]:
+    """Mean, standard deviation (n - 1; 0 for one value) and the values of one metric."""
+    sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "sd": sd, "n": len(values), "values": values}
+
+
+def group_statistics(names: list[str], seeds: list[int], per_run: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """An experiment's metrics over the seeds of its finished runs (`names`, `seeds`)."""
+    def values(subset: str, metric: str) -> list[float]:
+        return [per_run[n][subset][metric]["value"] for n in names]
+
+    return {"runs": names, "seeds": seeds,
+            "accuracy": over_seeds(values("all", "accuracy")), "macro_f1": over_seeds(values("all", "macro_f1")),
+            "leak_free": {m: over_seeds(values("leak_free", m)) for m in ("accuracy", "macro_f1")}}
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of a family of p-values (scipy has no function for it):
+    the i-th smallest is multiplied by (m - i) and the sequence made non-decreasing."""
+    adjusted = [1.0] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(sorted(range(len(p_values)), key=lambda j: p_values[j])):
+        running = max(running, min(1.0, (len(p_values) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def paired_over_seeds(a: list[float], b: list[float]) -> float:
+    """Two-sided paired t-test of two experiments' accuracies over their common seeds; a
+    difference without spread (every seed the same) gives no evidence either way (p = 1)."""
+    from scipy.stats import ttest_rel
+
+    p = float(ttest_rel(a, b).pvalue)
+    return 1.0 if np.isnan(p) else p
+
+
+def comparisons(config: Config, groups: dict[str, dict[str, Any]], runs: dict[str, RunMetrics],
+                predictions: dict[str, Predictions], best: str) -> list[dict[str, Any]]:
+    """Best vs every other experiment, then frozen vs fine-tuned per architecture, each over
+    the seeds both ran: McNemar per seed, and the test that decides (the paired t-test over
+    seeds with two seeds or more, else McNemar), corrected for the whole family by Holm."""
+    view = {name: _mean_view(name, g, runs) for name, g in groups.items()}
+    pairs = [(best, name, "best") for name in groups if name != best]
+    for a, b in selection.variant_pairs(list(groups), view.__getitem__):
+        if (a, b, "best") not in pairs and (b, a, "best") not in pairs:
+            pairs.append((a, b, "variants"))
+    run_of = {(r.experiment.name, r.seed): r.name for r in config.runs}
+    out = []
+    for a, b, kind in pairs:
+        seeds = [s for s in config.run_seeds if run_of[(a, s)] in predictions and run_of[(b, s)] in predictions
+                 and predictions[run_of[(a, s)]].files == predictions[run_of[(b, s)]].files]
+        if not seeds:
             continue  # different validation images (e.g. another subset): not comparable
-        tests.append(mcnemar(a, b, pa.predicted == pa.true, pb.predicted == pb.true))
-    return tests
+        tests = []
+        for s in seeds:
+            pa, pb = predictions[run_of[(a, s)]], predictions[run_of[(b, s)]]
+            tests.append(mcnemar(a, b, pa.predicted == pa.true, pb.predicted == pb.true).as_dict() | {"seed": s})
+        acc_a = [runs[run_of[(a, s)]].accuracy for s in seeds]
+        acc_b = [runs[run_of[(b, s)]].accuracy for s in seeds]
+        paired = len(seeds) > 1
+        out.append({"a": a, "b": b, "kind": kind, "seeds": seeds, "mcnemar": tests,
+                    "mean_difference": float(np.mean(np.subtract(acc_a, acc_b))),
+                    "test": "paired_t" if paired else "mcnemar",
+                    "p_value": paired_over_seeds(acc_a, acc_b) if paired else tests[0]["p_value"]})
+    for comparison, adjusted in zip(out, holm([c["p_value"] for c in out])):
+        comparison |= {"p_holm": adjusted, "significant": adjusted < ALPHA}
+    return out
 
 
-def parameter_trend(runs: dict[str, RunMetrics]) -> dict[str, Any] | None:
-    """Spearman's rank correlation between parameters and accuracy, one point per
-    architecture (its best variant), ordered by parameters; None below three architectures."""
+def _mean_view(name: str, group: dict[str, Any], runs: dict[str, RunMetrics]) -> selection.Entry:
+    """An experiment as `selection` ranks it: its mean metrics over seeds."""
+    first = runs[group["runs"][0]]
+    return selection.Entry(first.architecture, first.frozen, group["accuracy"]["mean"], group["macro_f1"]["mean"])
+
+
+def parameter_trend(groups: dict[str, dict[str, Any]], runs: dict[str, RunMetrics]) -> dict[str, Any] | None:
+    """Spearman's rank correlation between parameters and mean accuracy, one point per
+    architecture (its best experiment), ordered by parameters; None below three architectures."""
     from scipy.stats import spearmanr
 
-    best = selection.best_per_architecture(runs, runs.__getitem__)
+    view = {name: _mean_view(name, g, runs) for name, g in groups.items()}
+    params = {name: runs[g["runs"][0]].params_total for name, g in groups.items()}
+    best = selection.best_per_architecture(list(groups), view.__getitem__)
     if len(best) < TREND_MIN_ARCHITECTURES:
         return None
-    names = sorted(best.values(), key=lambda n: runs[n].params_total)
-    rho = spearmanr([runs[n].params_total for n in names], [runs[n].accuracy for n in names]).statistic
+    names = sorted(best.values(), key=params.__getitem__)
+    rho = spearmanr([params[n] for n in names], [view[n].accuracy for n in names]).statistic
     return {"experiments": names, "rho": None if np.isnan(rho) else float(rho)}
 
 
 def compute(config: Config) -> Statistics:
-    """Statistics of every finished experiment whose predictions.csv is readable."""
+    """Statistics of every finished run whose predictions.csv is readable, and of each
+    experiment over its seeds."""
     report = ReportFiles(config.report_dir)
     eda = EdaSummary.read_if_exists(report.eda)
     if eda is None:
@@ -226,22 +291,28 @@ def compute(config: Config) -> Statistics:
     runs: dict[str, RunMetrics] = {}
     predictions: dict[str, Predictions] = {}
     problems: list[str] = []
-    for exp in config.experiments:
-        files = RunFiles.of(config.runs_dir, exp.name)
+    for run in config.runs:
+        files = RunFiles.of(config.runs_dir, run.name)
         if not (files.metrics.is_file() and files.predictions.is_file()):
             continue
         try:
-            runs[exp.name] = RunMetrics.read(files.metrics)
-            predictions[exp.name] = Predictions.read(files.predictions)
-        except MonkeyReportError as exc:  # a damaged file: that experiment has no statistics
-            runs.pop(exp.name, None)
+            runs[run.name] = RunMetrics.read(files.metrics)
+            predictions[run.name] = Predictions.read(files.predictions)
+        except MonkeyReportError as exc:  # a damaged file: that run has no statistics
+            runs.pop(run.name, None)
             problems.append(str(exc))
-    experiments = {name: experiment_statistics(p, leaked, config.seed) for name, p in predictions.items()}
-    best = selection.best(runs, runs.__getitem__)
-    tests = comparisons(runs, predictions, best) if best else []
+    per_run = {name: experiment_statistics(p, leaked, config.seed) for name, p in predictions.items()}
+    groups = {}
+    for exp in config.experiments:
+        finished = [r for r in config.runs if r.experiment is exp and r.name in per_run]
+        if finished:
+            groups[exp.name] = group_statistics([r.name for r in finished], [r.seed for r in finished], per_run)
+    view = {name: _mean_view(name, g, runs) for name, g in groups.items()}
+    best = selection.best(list(groups), view.__getitem__)
     return Statistics(n_resamples=N_RESAMPLES, confidence=CONFIDENCE, alpha=ALPHA, seed=config.seed,
-                      n_leaked=len(leaked), best=best, experiments=experiments,
-                      mcnemar=[t.as_dict() for t in tests], parameters=parameter_trend(runs), problems=problems)
+                      seeds=config.run_seeds, n_leaked=len(leaked), best=best, experiments=per_run, groups=groups,
+                      comparisons=comparisons(config, groups, runs, predictions, best) if best else [],
+                      parameters=parameter_trend(groups, runs), problems=problems)
 
 
 def run_stage(config: Config, options: Options) -> StageOutcome:
@@ -250,5 +321,5 @@ def run_stage(config: Config, options: Options) -> StageOutcome:
     path = ReportFiles(config.report_dir).statistics
     statistics = compute(config)
     statistics.write(path)
-    return StageOutcome(f"stats {timed(start)}: {len(statistics.experiments)} experiment(s), "
-                        f"{len(statistics.mcnemar)} McNemar test(s) -> {path}")
+    return StageOutcome(f"stats {timed(start)}: {len(statistics.groups)} experiment(s), "
+                        f"{len(statistics.experiments)} run(s), {len(statistics.comparisons)} comparison(s) -> {path}")

@@ -42,8 +42,9 @@ RECORDS = {
         n_resamples=2000, confidence=0.95, alpha=0.05, seed=42, n_leaked=1, best="a",
         experiments={"a": {"n_val": 4, "all": {"accuracy": ESTIMATE}, "leak_free": {"accuracy": ESTIMATE},
                            "per_class": [], "most_confused": []}},
-        mcnemar=[{"a": "a", "b": "b", "only_a_right": 3, "only_b_right": 1, "p_value": 0.625,
-                  "significant": False}],
+        seeds=[42], groups={"a": {"runs": ["a"], "seeds": [42]}},
+        comparisons=[{"a": "a", "b": "b", "mcnemar": [{"only_a_right": 3, "only_b_right": 1, "p_value": 0.625}],
+                      "test": "mcnemar", "p_value": 0.625, "p_holm": 1.0, "significant": False}],
         parameters=None, problems=["runs/x/metrics.json: not valid JSON (Expecting value, line 1)"]),
     "interpret": Interpretation(
         galleries=[{"experiment": "a", "roles": ["best"], "file": None, "error": "OSError: gone", "items": []}],

@@ -261,11 +261,13 @@ def finding_row(name, arch, frozen, acc, params=1):
                      params, params, 1, 1.0, "cpu", 0, PreprocessingRecord(1, 1, (0.5,), (0.5,)), {})
     return {"name": name, "label": arch, "architecture": arch, "frozen": frozen, "status": "ok",
             "transfer": arch != "vanilla_cnn", "accuracy": acc, "macro_f1": acc,
-            "best": False, "run": run, "stats": None, "reason": "", "history": []}
+            "best": False, "run": run, "stats": None, "group": None, "reason": "", "history": []}
 
 
 def mcnemar_test(a, b, p):
-    return {"a": a, "b": b, "only_a_right": 9, "only_b_right": 1, "p_value": p, "significant": p < 0.05}
+    """A one-seed comparison as stats.json gives it, `p` already corrected by Holm."""
+    return {"a": a, "b": b, "only_a_right": 9, "only_b_right": 1, "test": "mcnemar", "seeds": [42],
+            "p_value": p, "p_holm": p, "significant": p < 0.05}
 
 
 def word(finding_list, num_classes=10) -> str:
@@ -292,7 +294,8 @@ def test_conclusions_follow_the_numbers_and_their_significance():
     assert found[2]["n_above"] == 1 and found[2]["gap_min"] == pytest.approx(-0.35)
     text = word(found)
     assert "El mejor resultado en validación lo obtuvo AlexNet (congelado)" in text
-    assert "estadísticamente significativa (p &lt; 0,05) frente a vanilla_cnn y AlexNet (fine-tuning)" in text
+    assert "Según la prueba exacta de McNemar, con la corrección de Holm" in text
+    assert "estadísticamente significativa (p corregido &lt; 0,05) frente a vanilla_cnn y AlexNet (fine-tuning)" in text
     assert "congelar el backbone dio un resultado significativamente mejor" in text
     assert "AlexNet (fine-tuning) no aprendió" in text
     assert "Uno de los dos modelos con transfer learning la superó" in text and "de −35,0 a +48,0 puntos" in text
@@ -308,6 +311,12 @@ def test_conclusions_follow_the_numbers_and_their_significance():
     assert "significativamente mejor" not in text and "superó de forma significativa" not in text
 
 
+def groups_of(runs):
+    """One-seed groups of stats.json for these runs (each run its own experiment)."""
+    return {name: {"runs": [name], "accuracy": {"mean": r.accuracy}, "macro_f1": {"mean": r.macro_f1}}
+            for name, r in runs.items()}
+
+
 def test_parameter_trend_needs_three_architectures():
     from dataclasses import replace
 
@@ -319,11 +328,11 @@ def test_parameter_trend_needs_three_architectures():
                  finding_row("lt", "lite0", False, 0.94, 4_000_000)]
     two_archs[1]["best"] = True
     runs = {r["name"]: replace(r["run"], architecture=r["architecture"]) for r in two_archs}
-    assert parameter_trend(runs) is None
+    assert parameter_trend(groups_of(runs), runs) is None
     assert "parameters" not in [f["kind"] for f in findings(two_archs, [], 10, 0, trend=None)]
     three = two_archs + [finding_row("r", "resnet34", True, 0.96, 21_000_000)]
     runs = {r["name"]: replace(r["run"], architecture=r["architecture"]) for r in three}
-    trend = parameter_trend(runs)
+    trend = parameter_trend(groups_of(runs), runs)
     assert trend["experiments"] == ["v", "lf", "r"] and trend["rho"] == pytest.approx(0.5)
     (found,) = [f for f in findings(three, [], 10, 0, trend=trend) if f["kind"] == "parameters"]
     assert found["largest"]["name"] == "r" and found["n"] == 3

@@ -42,6 +42,12 @@ def test_variant_pairs_skip_the_baseline_and_architectures_with_one_variant():
         ("alex_frozen", "alex_tuned"), ("b0_frozen", "b0_tuned")]
 
 
+def test_every_fine_tuned_recipe_is_paired_with_the_frozen_variant():
+    runs = RUNS | {"b0_tuned_recipe": Entry("efficientnet_b0", False, 0.95, 0.95)}
+    assert selection.variant_pairs(runs, runs.__getitem__)[1:] == [
+        ("b0_frozen", "b0_tuned"), ("b0_frozen", "b0_tuned_recipe")]
+
+
 def test_baseline_is_found_by_its_role_under_any_experiment_name(monkeypatch):
     runs = {"my_own_net": Entry("tiny_cnn", False, 0.3, 0.3), "from_scratch": Entry("vanilla_cnn", False, 0.4, 0.4),
             "transfer": Entry("resnet34", False, 0.9, 0.9)}

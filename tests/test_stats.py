@@ -94,8 +94,10 @@ def test_report_shows_intervals_tests_and_per_class_from_stats_json(project):  #
         assert s["n_val"] == 6
         assert f"[{decimal(acc['low'], 3)}; {decimal(acc['high'], 3)}]" in html, name
     # McNemar: best against the six others, and no duplicate of a frozen/fine-tuned pair.
-    assert len(statistics["mcnemar"]) == 6 + 2  # + alexnet and resnet34 pairs (effnet's is a best pair)
-    assert html.count("<table class=\"mcnemar\">") == 1 and "Tabla 3." in html
+    assert len(statistics["comparisons"]) == 6 + 2  # + alexnet and resnet34 pairs (effnet's is a best pair)
+    assert [len(c["mcnemar"]) for c in statistics["comparisons"]] == [1] * 8  # one seed: McNemar decides
+    assert all(c["test"] == "mcnemar" and c["p_holm"] >= c["p_value"] for c in statistics["comparisons"])
+    assert html.count("<table class=\"mcnemar\"") == 1 and "Tabla 3." in html
     # Normalisation stated per experiment as each run recorded it.
     assert "[0,485; 0,456; 0,406]" in html and "[0,5; 0,5; 0,5]" in html or "[0,500; 0,500; 0,500]" in html
 

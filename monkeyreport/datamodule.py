@@ -11,6 +11,12 @@ every backbone whatever its normalisation statistics.
 Every batch is (inputs, labels, sample indices): the indices let training put together what
 several processes predicted (see `make_loader` and training.py).
 
+Training images may be augmented (`augment`, a transform from recipe.py), after the cache,
+one image at a time: the cache keeps the deterministic crops, shared by every run. With a
+holdout (`selection = "holdout"`), training reads its images without the held-out ones and
+validation reads the held-out ones; the validation split is then only predicted. Both are
+index subsets of the same cached training crops.
+
 A damaged image cache is rebuilt with a one-line warning (`cache_problem` says what is
 detected). Backbone features of frozen experiments are computed in memory for each run
 (training.extract_features): there is no feature cache on disk to be damaged.
@@ -23,13 +29,13 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 from torchvision.transforms import v2
 
 from monkeyreport import results
@@ -100,6 +106,31 @@ class CachedImages(Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         return torch.from_numpy(np.array(self.images[index])), self.labels[index], index
+
+
+class Augmented(Dataset):
+    """A training dataset's items with `transform` applied to each image (uint8 CHW in and out)."""
+
+    def __init__(self, dataset: Dataset, transform: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.dataset = dataset
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        image, label, sample = self.dataset[index]
+        return self.transform(image), label, sample
+
+
+def fit_datasets(train: Dataset, holdout: Sequence[int],
+                 augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[Dataset, Dataset | None]:
+    """What training and the validation during fit read: `train` without the samples at the
+    `holdout` positions (augmented with `augment`), and those samples (None without a holdout:
+    validation is on the validation split). Items keep their index in `train`."""
+    held = set(holdout)
+    fit = Subset(train, [i for i in range(len(train)) if i not in held]) if held else train
+    return (Augmented(fit, augment) if augment else fit), (Subset(train, sorted(held)) if held else None)
 
 
 def image_cache_path(samples: list[Sample], preprocessing: Preprocessing, cache_dir: Path,
@@ -253,14 +284,19 @@ class MonkeyDataModule(L.LightningDataModule):
     only opens it. Without it (the plain path), every epoch decodes every JPEG again.
     `predict_splits` are the splits `predict_dataloader` serves, in that order. With
     `channels_last`, batches arrive in that memory format (for a model converted to it).
+    `holdout`: positions in `train` validated on during fit instead of `val`, and not trained
+    on; `augment`: the random transform of training images (see `fit_datasets`).
     """
 
     def __init__(self, train: list[Sample], val: list[Sample], preprocessing: Preprocessing,
                  batch_size: int, num_workers: int, max_pixels: int,
                  cache_dir: Path | None = None, dataset_fingerprint: str = "", seed: int = 0,
-                 predict_splits: tuple[str, ...] = ("val",), channels_last: bool = False) -> None:
+                 predict_splits: tuple[str, ...] = ("val",), channels_last: bool = False,
+                 holdout: Sequence[int] = (), augment: Callable[[torch.Tensor], torch.Tensor] | None = None) -> None:
         super().__init__()
         self.channels_last = channels_last
+        self.holdout = list(holdout)
+        self.augment = augment
         self.seed = seed
         self.train_samples = train
         self.val_samples = val
@@ -297,6 +333,9 @@ class MonkeyDataModule(L.LightningDataModule):
             else:
                 cached = open_image_cache(self._cache_path(samples), samples, self.preprocessing)
                 self._datasets[split] = CachedImages(cached, samples)
+        fit, held_out = fit_datasets(self._datasets["train"], self.holdout, self.augment)
+        self._datasets["fit"] = fit
+        self._datasets["validate"] = self._datasets["val"] if held_out is None else held_out
 
     def _loader(self, split: str, order: Order) -> DataLoader:
         # Reading the cache costs next to nothing: worker processes would only add overhead.
@@ -305,10 +344,10 @@ class MonkeyDataModule(L.LightningDataModule):
                            **process_share(self.trainer))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", "shuffled")
+        return self._loader("fit", "shuffled")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", "each_once")
+        return self._loader("validate", "each_once")
 
     def predict_dataloader(self) -> list[DataLoader]:
         return [self._loader(split, "padded") for split in self.predict_splits]
@@ -324,24 +363,27 @@ class FeatureDataModule(L.LightningDataModule):
 
     Loaders are built by `make_loader` like MonkeyDataModule's, so with the same seed the
     head sees the same batches in the same order as on the full network. Each dataset
-    holds (features, labels, sample indices).
+    holds (features, labels, sample indices); `holdout` as in MonkeyDataModule.
     """
 
-    def __init__(self, train: TensorDataset, val: TensorDataset, batch_size: int, seed: int) -> None:
+    def __init__(self, train: TensorDataset, val: TensorDataset, batch_size: int, seed: int,
+                 holdout: Sequence[int] = ()) -> None:
         super().__init__()
         self.train = train
         self.val = val
         self.batch_size = batch_size
         self.seed = seed
+        self.fit_data, held_out = fit_datasets(train, holdout)
+        self.validate_data = val if held_out is None else held_out
 
-    def _loader(self, dataset: TensorDataset, order: Order) -> DataLoader:
+    def _loader(self, dataset: Dataset, order: Order) -> DataLoader:
         return make_loader(dataset, self.batch_size, order, self.seed, **process_share(self.trainer))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train, "shuffled")
+        return self._loader(self.fit_data, "shuffled")
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val, "each_once")
+        return self._loader(self.validate_data, "each_once")
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.val, "padded")

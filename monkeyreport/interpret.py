@@ -110,7 +110,8 @@ def _gallery(run: FinishedRun, roles: list[str], image_root: Path, leaked: set[s
 
 
 def load_model(run: FinishedRun, trains_on_features: bool):
-    """Rebuild the final model of a run from its checkpoint: the whole Classifier of a
+    """Rebuild the model that made a run's predictions from its checkpoint (the selected
+    epoch's under holdout selection, else the last): the whole Classifier of a
     fine-tuned run, or for a frozen run trained on cached features, the backbone from the
     same pretrained source and the head from the checkpoint."""
     import torch
@@ -120,7 +121,9 @@ def load_model(run: FinishedRun, trains_on_features: bool):
     m = run.metrics
     source = run.experiment.pretrained if trains_on_features else "none"
     created = create(m.architecture, len(m.classes), source, frozen=m.frozen)
-    checkpoint = torch.load(run.files.checkpoint, map_location="cpu", weights_only=True)
+    chosen = run.metrics.selection.get("checkpoint")  # the model behind predictions.csv
+    path = run.files.run_dir / chosen if chosen else run.files.checkpoint
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     state = {k.removeprefix("model."): v for k, v in checkpoint["state_dict"].items() if k.startswith("model.")}
     target = created.model.head if trains_on_features else created.model
     target.load_state_dict(state)

@@ -61,7 +61,7 @@ def compute_setting(config: Config, experiment: ExperimentConfig, num_classes: i
     for a frozen run on features the feature pass (the head on features trains in fp32).
     A choice measured just now is announced when `announce`."""
     t = config.training
-    kind: fast_path.Pass = "features" if experiment.frozen and t.feature_cache else "training"
+    kind: fast_path.Pass = "features" if t.trains_on_features(experiment.frozen) else "training"
 
     def measure(precision: str) -> float:
         with torch.random.fork_rng():  # a throwaway model: the run's random stream stays as it was

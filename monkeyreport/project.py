@@ -19,7 +19,7 @@ from monkeyreport.errors import MonkeyReportError
 CONFIG_NAME = "monkeyreport.toml"
 TEMPLATES_NAME = "templates"
 MAIN_TEMPLATE = "report.html.j2"
-PROFILES = {"default": "monkeyreport.toml", "smoke": "smoke.toml", "offline": "offline.toml"}
+PROFILES = {"default": "monkeyreport.toml", "smoke": "smoke.toml", "offline": "offline.toml", "study": "study.toml"}
 _NOT_TEMPLATES = shutil.ignore_patterns("__init__.py", "__pycache__")
 
 

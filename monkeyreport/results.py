@@ -151,6 +151,11 @@ class RunFiles:
     def checkpoint(self) -> Path:
         return self.run_dir / "checkpoints" / "last.ckpt"
 
+    @property
+    def best_checkpoint(self) -> Path:
+        """The epoch with the best held-out accuracy (`selection = "holdout"` only)."""
+        return self.run_dir / "checkpoints" / "best.ckpt"
+
     def damaged_checkpoint(self, stamp: str) -> Path:
         """Where a damaged checkpoint is kept: beside checkpoints/, which a fresh start clears."""
         return self.run_dir / f"{self.checkpoint.name}.damaged-{stamp}"
@@ -303,7 +308,17 @@ class RunMetrics:
     compute: dict[str, Any] = field(default_factory=dict)  # fast_path.ComputeSetting of the run
     config_hash: str = ""
     dataset_fingerprint: str = ""
+    # The epoch whose model made the predictions: mode "last" or "holdout", epoch (1-based),
+    # n_holdout (training images held out to choose it; 0 for "last") and checkpoint (its file,
+    # relative to the run folder). Empty in files from before it: the last epoch.
+    selection: dict[str, Any] = field(default_factory=dict)
+    recipe: dict[str, Any] = field(default_factory=dict)  # TrainingConfig.recipe_changes(): non-default keys
     schema: int = RESULTS_SCHEMA
+
+    @property
+    def selected_epoch(self) -> int:
+        """The epoch whose model made predictions.csv (the last one for an older file)."""
+        return int(self.selection.get("epoch") or self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
         """As plain JSON values (lists, not tuples): equal to what `read` gives back."""

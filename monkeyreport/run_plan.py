@@ -50,7 +50,7 @@ def plan_experiment(config: Config, experiment: ExperimentConfig, dataset_finger
     experiment's name); `config` is the run's own (`Config.for_run`)."""
     files = RunFiles.of(config.runs_dir, run_name or experiment.name)
     started = RunStart(experiment_hash(config, experiment), dataset_fingerprint, world_size,
-                       trains_on_features=experiment.frozen and config.training.feature_cache)
+                       trains_on_features=config.training.trains_on_features(experiment.frozen))
     finished = not force and _matches(results.read_json_if_exists(files.metrics), started.identity)
     resume = (not force and not finished and files.checkpoint.is_file()
               and RunStart.read(files.started) == started

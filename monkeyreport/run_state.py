@@ -65,7 +65,7 @@ def _state(config: Config, run: Run, fingerprint: str | None) -> RunState:
     experiment, name = run.experiment, run.name
     files = RunFiles.of(config.runs_dir, name)
     expected = RunStart(experiment_hash(config, experiment), fingerprint or "", 1,
-                        trains_on_features=experiment.frozen and config.training.feature_cache)
+                        trains_on_features=config.training.trains_on_features(experiment.frozen))
     if files.metrics.is_file():
         try:
             metrics = RunMetrics.read(files.metrics)

@@ -26,10 +26,11 @@ def decimal(value: float, digits: int = 4) -> str:
 
 
 def number(value: float) -> str:
-    """An integer with grouping, or a float with up to three decimals: 433.5 -> '433,5'."""
+    """An integer with grouping, or a float with up to six decimals (a setting as written:
+    a learning rate of 0.0003 is '0,0003'): 433.5 -> '433,5'."""
     if isinstance(value, float) and math.isnan(value):
         return "–"
-    return format_decimal(value, locale=LOCALE)
+    return format_decimal(value, format="#,##0.######", locale=LOCALE)
 
 
 def percent(fraction: float, digits: int = 1) -> str:

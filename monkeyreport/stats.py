@@ -222,8 +222,9 @@ def paired_over_seeds(a: list[float], b: list[float]) -> float:
     difference without spread (every seed the same) gives no evidence either way (p = 1)."""
     from scipy.stats import ttest_rel
 
-    p = float(ttest_rel(a, b).pvalue)
-    return 1.0 if np.isnan(p) else p
+    if np.ptp(np.subtract(a, b)) == 0:
+        return 1.0  # no spread: the t statistic is undefined (or infinite), not evidence
+    return float(ttest_rel(a, b).pvalue)
 
 
 def comparisons(config: Config, groups: dict[str, dict[str, Any]], runs: dict[str, RunMetrics],

@@ -3,8 +3,14 @@
 `run_experiment` leaves the results contract there: metrics.json (written last: its presence
 means the run finished), history.csv, predictions.csv and checkpoints/last.ckpt. Whether a
 run is skipped, resumed or started afresh is decided first (run_plan.py); the module it
-trains is lit_module.py, its epoch history a callback (history.py), where and in which
-precision it computes placement.py.
+trains is lit_module.py, its recipe recipe.py, its epoch history a callback (history.py),
+where and in which precision it computes placement.py.
+
+Selection: with `selection = "last"` the model after the last epoch predicts the validation
+split. With "holdout", part of the training images is held out (holdout.py) and validated on
+every epoch; Lightning's ModelCheckpoint keeps the epoch with the best held-out accuracy
+(checkpoints/best.ckpt, the earliest on a tie) beside last.ckpt, and after fit that
+checkpoint predicts the validation split, once.
 
 Several processes ([trainer] devices × num_nodes > 1, e.g. strategy "ddp"): Lightning starts
 the others by running the same command line again, and every Trainer.fit/predict is a
@@ -41,7 +47,7 @@ import timm
 import torch
 import torchmetrics
 import torchvision
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -67,6 +73,7 @@ from monkeyreport.datamodule import (
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.fast_path import ComputeSetting
 from monkeyreport.history import EpochHistory
+from monkeyreport.holdout import holdout_split
 from monkeyreport.lit_module import FeatureExtractor, LitClassifier
 from monkeyreport.pipeline import Options, StageOutcome, timed
 from monkeyreport.models import count_parameters, create, get_architecture, list_architectures
@@ -77,6 +84,7 @@ from monkeyreport.placement import (
     resolve_placement,
     trainer_placement,
 )
+from monkeyreport.recipe import HeadFirst, train_augmentation
 from monkeyreport.results import (
     CacheFiles,
     HeadRecord,
@@ -115,6 +123,9 @@ class ExperimentResult:
         m = self.metrics
         compute = m.get("compute") or {}
         how = f", {fast_path.setting_name(compute['memory_format'], compute['precision'])}" if compute else ""
+        chosen = m.get("selection") or {}
+        how += (f", epoch {chosen['epoch']} chosen on {chosen['n_holdout']} held-out images"
+                if chosen.get("mode") == "holdout" else "")
         state = ("unchanged, skipped" if self.skipped
                  else f"{m['epochs']} epochs in {m['train_seconds']:.1f} s on {m['device']}{how}")
         return (f"{self.name}: accuracy {m['accuracy']:.4f}, macro F1 {m['macro_f1']:.4f} "
@@ -152,41 +163,69 @@ def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: Da
                         records: list[ImageRecord], dataset_fingerprint: str, plan: Plan, files: RunFiles,
                         setting: ComputeSetting, progress: ExperimentProgress | None) -> ExperimentResult:
     t = config.training
-    on_features = experiment.frozen and t.feature_cache
+    on_features = t.trains_on_features(experiment.frozen)
     L.seed_everything(config.seed, workers=True, verbose=False)
     created = create(experiment.architecture, len(layout.classes), experiment.pretrained, experiment.frozen)
     if setting.channels_last:
         created.model.to(memory_format=torch.channels_last)
     preprocessing = Preprocessing(t.resize, t.crop, created.mean, created.std)
+    train_samples = select_samples(layout, records, "training", t.max_images_per_class, config.seed)
     images = MonkeyDataModule(
-        select_samples(layout, records, "training", t.max_images_per_class, config.seed),
+        train_samples,
         select_samples(layout, records, "validation", t.max_images_per_class, config.seed),
         preprocessing, t.batch_size, t.num_workers, config.data.max_image_pixels,
         cache_dir=CacheFiles(config.runs_dir).folder if t.image_cache else None,
         dataset_fingerprint=dataset_fingerprint, seed=config.seed,
         predict_splits=("train", "val") if on_features else ("val",), channels_last=setting.channels_last,
+        holdout=held_out_positions(config, records, train_samples) if t.selection == "holdout" else (),
+        augment=train_augmentation(t.augment, t.crop, created.mean),
     )
     start = time.perf_counter()
     if on_features:
         datamodule: L.LightningDataModule = extract_features(config, created.model.backbone, images, setting,
                                                              progress)
-        module = LitClassifier(created.model.head, len(layout.classes), t.learning_rate)
+        module = LitClassifier(created.model.head, len(layout.classes), t)
         precision = fast_path.FP32 if setting.chosen != "configured" else setting.precision
     else:
         datamodule = images
-        module = LitClassifier(created.model, len(layout.classes), t.learning_rate)
+        module = LitClassifier(created.model, len(layout.classes), t)
         precision = setting.precision
     history = EpochHistory()
-    trainer = _trainer(config, files, precision, history, progress)
+    head_first = not experiment.frozen and t.freeze_epochs > 0
+    trainer = _trainer(config, files, precision, history, progress, head_first)
+    if head_first and trainer.world_size > 1 and "find_unused_parameters_true" not in str(config.trainer.strategy):
+        raise MonkeyReportError(f"{experiment.name}: 'training.freeze_epochs' with several processes needs "
+                                "[trainer] strategy = \"ddp_find_unused_parameters_true\" (the frozen backbone "
+                                "has no gradients)")
     _fit(trainer, module, datamodule, files.checkpoint if plan.resume else None, experiment.name, history)
     train_seconds = time.perf_counter() - start
+    rows = list(history.rows)  # predicting from a checkpoint restores the callbacks' state of its epoch
 
-    probabilities, targets = _in_sample_order(trainer.predict(module, datamodule=datamodule),
-                                              len(images.val_samples))
-    metrics = _metrics(config, experiment, layout, created, len(history.rows), plan.identity, probabilities,
-                       targets, train_seconds, str(trainer.strategy.root_device), images, plan.resume, setting)
-    _write_results(files, history.rows, images.val_samples, layout.class_codes, probabilities, metrics)
+    selection = {"mode": t.selection, "epoch": len(rows), "n_holdout": len(images.holdout),
+                 "checkpoint": files.checkpoint.relative_to(files.run_dir).as_posix()}
+    predict_from = None
+    if t.selection == "holdout":
+        predict_from = files.best_checkpoint
+        best = torch.load(predict_from, map_location="cpu", weights_only=True, mmap=True)
+        selection |= {"epoch": int(best["epoch"]) + 1,
+                      "checkpoint": predict_from.relative_to(files.run_dir).as_posix()}
+    probabilities, targets = _in_sample_order(
+        trainer.predict(module, datamodule=datamodule, ckpt_path=predict_from, weights_only=True),
+        len(images.val_samples))
+    metrics = _metrics(config, experiment, layout, created, len(rows), plan.identity, probabilities,
+                       targets, train_seconds, str(trainer.strategy.root_device), images, plan.resume, setting,
+                       selection)
+    _write_results(files, rows, images.val_samples, layout.class_codes, probabilities, metrics)
     return ExperimentResult(files.run_dir.name, files.run_dir, False, metrics.to_dict())
+
+
+def held_out_positions(config: Config, records: list[ImageRecord], train: list[Sample]) -> list[int]:
+    """Positions in `train` (the run's training samples) of the images `selection = "holdout"`
+    validates on instead of training on: holdout.holdout_split over their records."""
+    chosen = {s.relpath for s in train}
+    held = set(holdout_split([r for r in records if r.relpath in chosen], config.training.holdout_fraction,
+                             config.seed, config.eda.near_duplicate_distance))
+    return [i for i, s in enumerate(train) if s.relpath in held]
 
 
 def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule, setting: ComputeSetting,
@@ -207,7 +246,7 @@ def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModu
         return TensorDataset(*_in_sample_order(batches, size), torch.arange(size))
 
     return FeatureDataModule(dataset(train, len(images.train_samples)), dataset(val, len(images.val_samples)),
-                             config.training.batch_size, config.seed)
+                             config.training.batch_size, config.seed, images.holdout)
 
 
 def _in_sample_order(batches: list[Batch], size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -231,10 +270,15 @@ def _in_sample_order(batches: list[Batch], size: int) -> tuple[torch.Tensor, tor
 
 
 def _trainer(config: Config, files: RunFiles, precision: str, history: EpochHistory,
-             progress: ExperimentProgress | None = None) -> L.Trainer:
+             progress: ExperimentProgress | None = None, head_first: bool = False) -> L.Trainer:
     # Without a monitor, top-1 is the newest epoch: one file, overwritten each epoch.
-    checkpoint = ModelCheckpoint(dirpath=files.checkpoint.parent, filename=files.checkpoint.stem, save_top_k=1,
-                                 enable_version_counter=False)
+    checkpoints: list[Callback] = [ModelCheckpoint(dirpath=files.checkpoint.parent, filename=files.checkpoint.stem,
+                                                   save_top_k=1, enable_version_counter=False)]
+    if config.training.selection == "holdout":  # the best held-out accuracy; the earliest epoch on a tie
+        checkpoints.append(ModelCheckpoint(dirpath=files.best_checkpoint.parent, filename=files.best_checkpoint.stem,
+                                           monitor="val_accuracy", mode="max", save_top_k=1,
+                                           enable_version_counter=False))
+    recipe = [HeadFirst(config.training.freeze_epochs)] if head_first else []
     return L.Trainer(
         **trainer_placement(config, precision),
         max_epochs=config.training.epochs,
@@ -244,7 +288,7 @@ def _trainer(config: Config, files: RunFiles, precision: str, history: EpochHist
         enable_model_summary=False,
         # Without the experiment's progress line, no bar at all: Lightning would add its own.
         enable_progress_bar=progress is not None,
-        callbacks=[history, checkpoint, *([progress] if progress else [])],
+        callbacks=[*recipe, history, *checkpoints, *([progress] if progress else [])],
     )
 
 
@@ -269,7 +313,8 @@ def _fit(trainer: L.Trainer, module: LitClassifier, datamodule: L.LightningDataM
 def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout, created: Any,
              epochs: int, identity: dict[str, Any], probabilities: torch.Tensor,
              targets: torch.Tensor, train_seconds: float, device: str,
-             images: MonkeyDataModule, resumed: bool, setting: ComputeSetting) -> RunMetrics:
+             images: MonkeyDataModule, resumed: bool, setting: ComputeSetting,
+             selection: dict[str, Any]) -> RunMetrics:
     n = len(layout.classes)
     preds = probabilities.argmax(dim=1)
     preprocessing = images.preprocessing
@@ -288,7 +333,7 @@ def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout
         macro_f1=float(multiclass_f1_score(preds, targets, n, average="macro")),
         confusion_matrix=multiclass_confusion_matrix(preds, targets, n).tolist(),
         classes=layout.class_codes,
-        n_train=len(images.train_samples),
+        n_train=len(images.train_samples) - len(images.holdout),
         n_val=len(targets),
         params_total=total,
         params_trainable=trainable,
@@ -308,6 +353,8 @@ def _metrics(config: Config, experiment: ExperimentConfig, layout: DatasetLayout
                  "memory_format": config.trainer.memory_format},
         compute=setting.to_record(),
         versions=library_versions(),
+        selection=selection,
+        recipe=config.training.recipe_changes(),
         **identity,
     )
 

@@ -84,7 +84,7 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
         out.append({"kind": "failed_to_learn", "rows": near_chance, "chance": chance})
     out += [{"kind": r["status"], "row": r} for r in rows if r["status"] in ("failed", "pending", "unreadable")]
     changes = [{"row": r, "delta": r["group"]["leak_free"]["accuracy"]["mean"] - r["accuracy"]}
-               for r in done if r["group"] and r["stats"]["leak_free"]["accuracy"]["n"]]
+               for r in done if r["group"] and r["stats"] and r["stats"]["leak_free"]["accuracy"]["n"]]
     if n_leaked and changes:
         deltas = [c["delta"] for c in changes]
         out.append({"kind": "leakage", "n_leaked": n_leaked, "changes": changes,
@@ -107,9 +107,10 @@ def _freezing(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[d
 
 def _overfitting(row: dict[str, Any]) -> dict[str, Any] | None:
     """The epoch of lowest validation loss when the loss then rose by a tenth or more by the
-    last epoch: the run went on past its best point (a likely cause of a weaker result)."""
+    last epoch: the run went on past its best point (a likely cause of a weaker result). Not
+    for a run that kept its best held-out epoch: its result is not the last epoch's."""
     history = row["history"]
-    if len(history) < 3:
+    if len(history) < 3 or row["run"].selection.get("mode") == "holdout":
         return None
     best = min(history, key=lambda h: h["val_loss"])
     last = history[-1]

@@ -147,3 +147,34 @@ def test_seeds_must_not_repeat(tmp_path):
 
 def test_default_recipe_changes_nothing():
     assert TrainingConfig().recipe_changes() == {}
+
+
+def test_conclusions_over_seeds_use_the_corrected_paired_test_and_count_the_seeds():
+    from monkeyreport.findings import findings
+    from monkeyreport.render import environment
+
+    def row(name, frozen, acc, label="Lite0"):
+        group = {"accuracy": {"mean": acc, "n": 3}, "macro_f1": {"mean": acc, "n": 3}}
+        return {"name": name, "label": label, "architecture": "efficientnet_lite0", "frozen": frozen,
+                "status": "ok", "transfer": True, "accuracy": acc, "macro_f1": acc, "best": False, "run": None,
+                "stats": None, "group": group, "reason": "", "history": []}
+
+    def comparison(a, b, p_holm):
+        return {"a": a, "b": b, "test": "paired_t", "seeds": [42, 43, 44], "p_value": p_holm / 2,
+                "p_holm": p_holm, "significant": p_holm < 0.05}
+
+    rows = [row("frozen", True, 0.95), row("tuned", False, 0.90), row("tuned2", False, 0.94, "Lite0 ajustada")]
+    rows[0]["best"] = True
+    macro = environment(REPO / "templates").get_template("macros.html.j2").module.finding
+
+    def text(tests):
+        return " ".join(re.sub(r"\s+", " ", str(macro(f, 10))) for f in findings(rows, tests, 10, 0))
+
+    significant = text([comparison("frozen", "tuned", 0.01), comparison("frozen", "tuned2", 0.30)])
+    assert "accuracy medio de 0,9500 y un macro F1-score medio de 0,9500 sobre tres semillas" in significant
+    assert "Según la prueba t pareada sobre tres semillas, con la corrección de Holm" in significant
+    assert "congelar el backbone dio un resultado significativamente mejor" in significant
+    assert "En Lite0, frente al fine-tuning de Lite0 ajustada, la diferencia entre congelar" in significant
+    assert "en tres semillas; p corregido = 0,300" in significant
+    tied = text([comparison("frozen", "tuned", 0.06), comparison("frozen", "tuned2", 0.30)])
+    assert "significativamente mejor" not in tied and "superó de forma significativa" not in tied

@@ -27,7 +27,7 @@ from monkeyreport.run_state import experiment_hash
 from monkeyreport.training import train_all
 
 from conftest import make_dataset
-from test_training import VANILLA, _StopInSecondEpoch, read_csv, write_config
+from test_training import VANILLA, read_csv, stop_in_second_epoch, write_config
 
 
 @pytest.fixture
@@ -154,17 +154,10 @@ def test_step_schedule_decays_every_third_of_the_epochs():
 
 def test_a_resumed_scheduled_run_trains_as_a_straight_one(tmp_path, dataset, monkeypatch):
     cfg = load_config(write_config(tmp_path, [VANILLA], dataset, epochs=3, scheduler="cosine", warmup_epochs=1))
-    real_trainer = training._trainer
-
-    def trainer_with_stop(*args):
-        trainer = real_trainer(*args)
-        trainer.callbacks.append(_StopInSecondEpoch())
-        return trainer
-
-    monkeypatch.setattr(training, "_trainer", trainer_with_stop)
+    stop_in_second_epoch(monkeypatch)
     with pytest.raises(training.Interrupted):
         train_all(cfg, show_progress=False)
-    monkeypatch.setattr(training, "_trainer", real_trainer)
+    monkeypatch.undo()
     (resumed,) = train_all(cfg, show_progress=False)
     straight = dataclasses.replace(cfg, output=dataclasses.replace(cfg.output, runs_dir=str(tmp_path / "straight")))
     (uninterrupted,) = train_all(straight, show_progress=False)

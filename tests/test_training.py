@@ -118,8 +118,8 @@ class _StopInSecondEpoch(L.Callback):
             raise KeyboardInterrupt
 
 
-def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, dataset, monkeypatch):
-    cfg = load_config(write_config(tmp_path, [VANILLA], dataset, epochs=3))
+def stop_in_second_epoch(monkeypatch) -> None:
+    """Every Trainer of training.py stops (Ctrl-C) when its second epoch starts."""
     real_trainer = training._trainer
 
     def trainer_with_stop(*args):
@@ -128,13 +128,18 @@ def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, dataset
         return trainer
 
     monkeypatch.setattr(training, "_trainer", trainer_with_stop)
+
+
+def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, dataset, monkeypatch):
+    cfg = load_config(write_config(tmp_path, [VANILLA], dataset, epochs=3))
+    stop_in_second_epoch(monkeypatch)
     with pytest.raises(Interrupted, match="vanilla: interrupted after 1 finished epoch"):
         train_all(cfg, show_progress=False)
     run = cfg.runs_dir / "vanilla"
     assert (run / "checkpoints" / "last.ckpt").is_file() and not (run / "metrics.json").exists()
     assert [row["epoch"] for row in checkpoint_history(run / "checkpoints" / "last.ckpt")] == [1]
 
-    monkeypatch.setattr(training, "_trainer", real_trainer)
+    monkeypatch.undo()
     (resumed,) = train_all(cfg, show_progress=False)
     assert resumed.metrics["resumed"] is True and resumed.metrics["epochs"] == 3
     history = read_csv(run / "history.csv")

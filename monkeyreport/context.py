@@ -38,6 +38,7 @@ ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published
 }
 ORIGINAL_COUNTS = {"training": 1097, "validation": 272}
 FIGURE_MARK = ("⟦", "⟧")  # around "fig:<key>" or "tab:<key>" where a number goes (render.number_figures)
+SHARED_MIN_ARCHITECTURES = 2  # a confused pair is "shared" across this many distinct architectures
 SPECIES_FILE = "species.toml"  # in the templates folder: the canonical species names
 
 
@@ -144,8 +145,10 @@ def per_class_view(rows: list[dict[str, Any]], classes: list[dict[str, str]]) ->
         if r["stats"]:
             for p in r["stats"]["most_confused"]:
                 seen.setdefault(tuple(p["pair"]), []).append(r)
+    # A pair shared by several experiments says something of the data only when they are
+    # different architectures (two variants of one model share its weights and errors).
     shared = [{"pair": [names.get(c, {"latin": c}) for c in pair], "rows": members}
-              for pair, members in seen.items() if len(members) >= 2]
+              for pair, members in seen.items() if len({r["architecture"] for r in members}) >= SHARED_MIN_ARCHITECTURES]
     shared.sort(key=lambda s: -len(s["rows"]))
     confused = [p | {"species": [names.get(c, {"latin": c}) for c in p["pair"]]}
                 for p in best["stats"]["most_confused"]]

@@ -71,6 +71,7 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
                     "worse_tests": [t for r, t in versus if t and t["significant"]],
                     "tied": [{"row": r, "test": t} for r, t in versus if t and not t["significant"]]})
     out += _freezing(done, tests)
+    out += _recipe_gaps(done, tests)
     out += _baseline(done, tests)
     rising = [o for o in map(_overfitting, done) if o]
     if rising:
@@ -102,6 +103,28 @@ def _freezing(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[d
             winner = "frozen" if frozen["accuracy"] > tuned["accuracy"] else "finetuned"
         out.append({"kind": "freezing", "title": frozen["label"], "frozen": frozen,
                     "finetuned": tuned, "test": test, "winner": winner})
+    return out
+
+
+def _recipe_gaps(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Whether a fine-tuning recipe closes the gap to the frozen backbone of its architecture:
+    for each fine-tuned experiment with a recipe of its own, against the fine-tuned one with
+    the base recipe, the frozen one's lead in accuracy points with each, and in how many
+    seeds the frozen backbone still leads."""
+    out = []
+    for frozen, tuned in selection.variant_pairs(done, row_scores):
+        base = next((r for f, r in selection.variant_pairs(done, row_scores)
+                     if f is frozen and not r["recipe"]), None)
+        if not tuned["recipe"] or base is None:
+            continue
+        by_seed = [dict(zip(r["group"]["seeds"], r["group"]["accuracy"]["values"])) for r in (frozen, tuned)]
+        ahead = [by_seed[0][s] > by_seed[1][s] for s in by_seed[0] if s in by_seed[1]]
+        out.append({"kind": "recipe_gap", "frozen": frozen, "base": base, "tuned": tuned,
+                    "gap_base": frozen["accuracy"] - base["accuracy"], "gap_tuned": frozen["accuracy"] - tuned["accuracy"],
+                    "frozen_ahead": sum(ahead), "n_seeds": len(ahead),
+                    "test_base": find_test(tests, frozen["name"], base["name"]),
+                    "test_tuned": find_test(tests, frozen["name"], tuned["name"]),
+                    "test_recipes": find_test(tests, base["name"], tuned["name"])})
     return out
 
 

@@ -30,6 +30,7 @@ from monkeyreport.config import Config, ExperimentConfig, resolve_data_root
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.pipeline import Options, StageOutcome, timed
 from monkeyreport.results import EdaSummary, Interpretation, Predictions, ReportFiles, RunFiles, RunMetrics, RunStart
+from monkeyreport.report_figures import panel_label
 from monkeyreport.stats import leaked_validation_files
 
 TOP_LOSSES = 12  # images per top-loss gallery
@@ -205,6 +206,7 @@ def _grad_cam(runs: list[FinishedRun], image_root: Path, leaked: set[str], names
         rgb = None
         for run in members:
             panel = {"experiment": run.experiment.name, "frozen": run.metrics.frozen,
+                     "label": panel_label(run.experiment, [r.experiment for r in members]),
                      "pretrained": run.metrics.pretrained, "random_weights": run.metrics.pretrained == "none",
                      "error": "", "predictions": []}
             try:
@@ -213,7 +215,7 @@ def _grad_cam(runs: list[FinishedRun], image_root: Path, leaked: set[str], names
                                                      bool(started and started.trains_on_features))
                 rgb = rgb or crops
                 panel["predictions"] = predicted
-                columns.append(("Backbone congelado" if run.metrics.frozen else "Fine-tuning",
+                columns.append((panel["label"],
                                 [overlay(image, m) for image, m in zip(crops, maps)],
                                 [(names.get(p["predicted"], p["predicted"]), p["probability"]) for p in predicted]))
             except Exception as exc:  # noqa: BLE001 - this model's panel is missing, the other stays

@@ -27,9 +27,10 @@ def panel_title(label: str, frozen: bool, transfer: bool) -> str:
     return f"{label} ({'congelado' if frozen else 'fine-tuning'})"
 
 
-def _panel_label(experiment: ExperimentConfig, members: list[ExperimentConfig]) -> str:
-    """A confusion-matrix panel's title: the variant, with the experiment's title where two
-    experiments of the architecture share a variant (two recipes), alone its title."""
+def panel_label(experiment: ExperimentConfig, members: list[ExperimentConfig]) -> str:
+    """A panel's title among those of one architecture (confusion matrices, Grad-CAM rows):
+    the variant, with the experiment's title where two experiments of the architecture share
+    a variant (two recipes); alone, its title."""
     if len(members) == 1:
         return experiment.label
     variant = "Backbone congelado" if experiment.frozen else "Fine-tuning"
@@ -70,7 +71,7 @@ def draw(config: Config, templates_dir: Path) -> FiguresManifest:
     confusion: dict[str, str | None] = {}
     for arch in dict.fromkeys(e.architecture for e in experiments):
         members = [e for e in experiments if e.architecture == arch]
-        panels = [(_panel_label(e, members), first[e.name][1].confusion_matrix) for e in members if e.name in first]
+        panels = [(panel_label(e, members), first[e.name][1].confusion_matrix) for e in members if e.name in first]
         confusion[arch] = drawn(f"confusion_{arch}.png", figures.confusion_matrices, panels, names) if panels else None
     histories = []
     for e in experiments:

@@ -39,7 +39,7 @@ SUMMARY_SCHEMA = 2  # 2: family and library of the architecture
 # Versions of what the other stages write (pipeline.py): a stage whose version changed runs again.
 EDA_SCHEMA = 3  # 3: the data figures' drawing is an input of the stage
 STATS_SCHEMA = 3  # 3: runs per seed, results over seeds, comparisons with Holm's correction
-INTERPRET_SCHEMA = 2  # 2: freshness decided by the pipeline, no `digest` inside
+INTERPRET_SCHEMA = 3  # 3: each Grad-CAM panel's row label
 FIGURES_SCHEMA = 5  # 5: the per-seed figure
 RENDER_SCHEMA = 1
 

@@ -93,3 +93,13 @@ def variant_pairs(items: Iterable[T], view: View[T]) -> list[tuple[T, T]]:
         facts = view(item)
         by_arch.setdefault(facts.architecture, {True: [], False: []})[facts.frozen].append(item)
     return [(frozen, tuned) for variants in by_arch.values() for frozen in variants[True] for tuned in variants[False]]
+
+
+def recipe_pairs(items: Iterable[T], view: View[T]) -> list[tuple[T, T]]:
+    """Every two items of the same transfer architecture and variant (frozen or fine-tuned):
+    the same model trained with two recipes, in the given order."""
+    groups: dict[tuple[str, bool], list[T]] = {}
+    for item in transfers(items, view):
+        facts = view(item)
+        groups.setdefault((facts.architecture, facts.frozen), []).append(item)
+    return [(a, b) for members in groups.values() for i, a in enumerate(members) for b in members[i + 1:]]

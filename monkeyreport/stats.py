@@ -229,14 +229,16 @@ def paired_over_seeds(a: list[float], b: list[float]) -> float:
 
 def comparisons(config: Config, groups: dict[str, dict[str, Any]], runs: dict[str, RunMetrics],
                 predictions: dict[str, Predictions], best: str) -> list[dict[str, Any]]:
-    """Best vs every other experiment, then frozen vs fine-tuned per architecture, each over
+    """Best vs every other experiment, then frozen vs fine-tuned per architecture, then two
+    recipes of one architecture and variant, each over
     the seeds both ran: McNemar per seed, and the test that decides (the paired t-test over
     seeds with two seeds or more, else McNemar), corrected for the whole family by Holm."""
     view = {name: _mean_view(name, g, runs) for name, g in groups.items()}
     pairs = [(best, name, "best") for name in groups if name != best]
-    for a, b in selection.variant_pairs(list(groups), view.__getitem__):
-        if (a, b, "best") not in pairs and (b, a, "best") not in pairs:
-            pairs.append((a, b, "variants"))
+    for kind, found in (("variants", selection.variant_pairs), ("recipes", selection.recipe_pairs)):
+        for a, b in found(list(groups), view.__getitem__):
+            if not any({a, b} == {x, y} for x, y, _ in pairs):
+                pairs.append((a, b, kind))
     run_of = {(r.experiment.name, r.seed): r.name for r in config.runs}
     out = []
     for a, b, kind in pairs:

@@ -176,7 +176,7 @@ def test_pending_and_failed_experiments(project, tmp_path):
     result = runner.invoke(app, ["render", "--config", str(p["config"]), "--format", "html"])
     assert result.exit_code == 0, result.output
     html = (p["report"] / "report.html").read_text()
-    assert re.search(r"<td>AlexNet</td><td>Yes</td><td class=\"num\">pendiente</td>", html)
+    assert re.search(r"<td>AlexNet</td><td>Sí</td><td class=\"num\">pendiente</td>", html)
     assert re.search(r"<td>ResNet34</td><td>No</td><td class=\"num\">falló</td>", html)
     assert "out of memory" in html
     strict = runner.invoke(app, ["render", "--config", str(p["config"]), "--strict"])

@@ -149,7 +149,7 @@ def test_damaged_result_files_mark_their_row_and_fail_the_command(project, tmp_p
     assert any("resnet34_frozen/metrics.json: not valid JSON" in e for e in errors)
     assert any("alexnet_frozen/predictions.csv: malformed row" in e for e in errors)
     html = (p["report"] / "report.html").read_text()  # the report is still written
-    assert re.search(r"<td>ResNet34</td><td>Yes</td><td class=\"num\">ilegible</td>", html)
+    assert re.search(r"<td>ResNet34</td><td>Sí</td><td class=\"num\">ilegible</td>", html)
     assert "Resultados ilegibles: ResNet34 (congelado)" in html
     statistics = json.loads((p["report"] / "stats" / "stats.json").read_text())
     assert "alexnet_frozen" not in statistics["experiments"] and "resnet34_frozen" not in statistics["experiments"]

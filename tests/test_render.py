@@ -25,7 +25,7 @@ SPEC_HEADINGS = [
     "Preprocesamiento", "Detalles de Arquitecturas", "Evaluación", "Resultados del Modelo",
     "Conclusiones", "Referencias", "Reproducibilidad", "Comparación con el reporte original",
 ]
-ROW = re.compile(r"(\S+) (Yes|No|-) (\d,\d{4}|pendiente|falló)(?: \[[^\]]*\])? (\d,\d{4}|pendiente|falló)")
+ROW = re.compile(r"(\S+) (Sí|No|-) (\d,\d{4}|pendiente|falló)(?: \[[^\]]*\])? (\d,\d{4}|pendiente|falló)")
 runner = CliRunner()
 
 
@@ -47,7 +47,7 @@ def expected_rows(config_path: Path, runs_dir: Path) -> list[tuple[str, ...]]:
     rows = []
     for exp in load_config(config_path).experiments:
         metrics = runs_dir / exp.name / "metrics.json"
-        frozen = "-" if exp.architecture == "vanilla_cnn" else ("Yes" if exp.frozen else "No")
+        frozen = "-" if exp.architecture == "vanilla_cnn" else ("Sí" if exp.frozen else "No")
         if metrics.is_file():
             m = json.loads(metrics.read_text())
             rows.append((exp.label, frozen, decimal(m["accuracy"]), decimal(m["macro_f1"])))
@@ -261,7 +261,7 @@ def finding_row(name, arch, frozen, acc, params=1):
                      params, params, 1, 1.0, "cpu", 0, PreprocessingRecord(1, 1, (0.5,), (0.5,)), {})
     return {"name": name, "label": arch, "architecture": arch, "frozen": frozen, "status": "ok",
             "transfer": arch != "vanilla_cnn", "accuracy": acc, "macro_f1": acc,
-            "best": False, "run": run, "stats": None, "group": None, "reason": "", "history": []}
+            "best": False, "run": run, "stats": None, "group": None, "recipe": {}, "reason": "", "history": []}
 
 
 def mcnemar_test(a, b, p):

@@ -153,17 +153,20 @@ def test_conclusions_over_seeds_use_the_corrected_paired_test_and_count_the_seed
     from monkeyreport.findings import findings
     from monkeyreport.render import environment
 
-    def row(name, frozen, acc, label="Lite0"):
-        group = {"accuracy": {"mean": acc, "n": 3}, "macro_f1": {"mean": acc, "n": 3}}
+    def row(name, frozen, values, label="Lite0", recipe=None):
+        acc = float(np.mean(values))
+        spread = {"mean": acc, "sd": float(np.std(values, ddof=1)), "n": 3, "values": values}
+        group = {"seeds": [42, 43, 44], "accuracy": spread, "macro_f1": spread}
         return {"name": name, "label": label, "architecture": "efficientnet_lite0", "frozen": frozen,
                 "status": "ok", "transfer": True, "accuracy": acc, "macro_f1": acc, "best": False, "run": None,
-                "stats": None, "group": group, "reason": "", "history": []}
+                "stats": None, "group": group, "recipe": recipe or {}, "reason": "", "history": []}
 
     def comparison(a, b, p_holm):
         return {"a": a, "b": b, "test": "paired_t", "seeds": [42, 43, 44], "p_value": p_holm / 2,
                 "p_holm": p_holm, "significant": p_holm < 0.05}
 
-    rows = [row("frozen", True, 0.95), row("tuned", False, 0.90), row("tuned2", False, 0.94, "Lite0 ajustada")]
+    rows = [row("frozen", True, [0.94, 0.95, 0.96]), row("tuned", False, [0.89, 0.90, 0.91]),
+            row("tuned2", False, [0.93, 0.96, 0.93], "Lite0 ajustada", {"learning_rate": 0.0001})]
     rows[0]["best"] = True
     macro = environment(REPO / "templates").get_template("macros.html.j2").module.finding
 
@@ -174,7 +177,11 @@ def test_conclusions_over_seeds_use_the_corrected_paired_test_and_count_the_seed
     assert "accuracy medio de 0,9500 y un macro F1-score medio de 0,9500 sobre tres semillas" in significant
     assert "Según la prueba t pareada sobre tres semillas, con la corrección de Holm" in significant
     assert "congelar el backbone dio un resultado significativamente mejor" in significant
-    assert "En Lite0, frente al fine-tuning de Lite0 ajustada, la diferencia entre congelar" in significant
-    assert "en tres semillas; p corregido = 0,300" in significant
+    assert "Entre Lite0 (congelado) y Lite0 ajustada (fine-tuning), la diferencia entre congelar" in significant
+    assert "0,9500 ± 0,0100 congelado frente a 0,9400 ± 0,0173 con fine-tuning en tres semillas; p corregido = 0,300" \
+        in significant
+    assert ("Con la receta base, el backbone congelado de Lite0 supera al fine-tuning por 5,0 puntos porcentuales de "
+            "accuracy; con Lite0 ajustada (fine-tuning) la diferencia baja a 1,0 puntos: la receta la reduce sin "
+            "cerrarla, y el backbone congelado sigue por delante en dos de las tres semillas") in significant
     tied = text([comparison("frozen", "tuned", 0.06), comparison("frozen", "tuned2", 0.30)])
     assert "significativamente mejor" not in tied and "superó de forma significativa" not in tied

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import tomllib
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from monkeyreport import results, selection
+from monkeyreport import selection
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.findings import comparison_rows, findings, row_scores
-from monkeyreport.results import (EdaSummary, FiguresManifest, Interpretation, ModelSummary, ReportFiles, RunFailure,
-                                  RunFiles, RunMetrics, Statistics)
+from monkeyreport.results import (EdaSummary, FiguresManifest, History, Interpretation, ModelSummary, ReportFiles,
+                                  RunFailure, RunFiles, RunMetrics, Statistics)
+from monkeyreport.species import class_entries, species_table
 
 # The report's sections on architectures, in document order: the families of section 2, then
 # the baseline (drawn with the details of the models); their diagrams are numbered in this order.
@@ -39,14 +39,9 @@ ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published
 ORIGINAL_COUNTS = {"training": 1097, "validation": 272}
 FIGURE_MARK = ("⟦", "⟧")  # around "fig:<key>" or "tab:<key>" where a number goes (render.number_figures)
 SHARED_MIN_ARCHITECTURES = 2  # a confused pair is "shared" across this many distinct architectures
-SPECIES_FILE = "species.toml"  # in the templates folder: the canonical species names
 
 
 # ----------------------------------------------------------------------------- experiments
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    return results.History.read(path).rows
 
 
 def experiment_rows(config: Config, statistics: Statistics) -> list[dict[str, Any]]:
@@ -56,8 +51,7 @@ def experiment_rows(config: Config, statistics: Statistics) -> list[dict[str, An
     rows = []
     for exp in config.experiments:
         runs = [r for r in config.runs if r.experiment is exp]
-        read = [(r, RunFiles.of(config.runs_dir, r.name), *_read_run(RunFiles.of(config.runs_dir, r.name)))
-                for r in runs]
+        read = [(r, files, *_read_run(files)) for r in runs for files in [RunFiles.of(config.runs_dir, r.name)]]
         finished = [(r, files, metrics) for r, files, metrics, _ in read if metrics]
         first, files, metrics, problem = next(((r, f, m, "") for r, f, m in finished), read[0])
         failed, failed_problem = _read_failure(files) if not (metrics or problem) else (None, "")
@@ -70,7 +64,7 @@ def experiment_rows(config: Config, statistics: Statistics) -> list[dict[str, An
             "status": status, "transfer": not selection.is_baseline(exp.architecture),
             "run": metrics, "run_name": first.name, "seed": first.seed, "reason": problem or (failed.reason if failed else ""),
             "file": files.failed if failed_problem else files.metrics,
-            "history": read_history(files.history) if metrics else [],
+            "history": History.read(files.history).rows if metrics else [],
             "accuracy": group["accuracy"]["mean"] if group else (metrics.accuracy if metrics else None),
             "macro_f1": group["macro_f1"]["mean"] if group else (metrics.macro_f1 if metrics else None),
             "stats": statistics.experiments.get(first.name) if metrics else None,
@@ -106,30 +100,6 @@ def random_weights(rows: list[dict[str, Any]]) -> bool:
 
 
 # ----------------------------------------------------------------------------- per class
-
-
-def species_table(templates_dir: Path) -> dict[str, dict[str, str]]:
-    """Code -> {latin, common} from the templates folder's species.toml (empty without one)."""
-    path = templates_dir / SPECIES_FILE
-    if not path.is_file():
-        return {}
-    try:
-        table = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise MonkeyReportError(f"{path}: not valid TOML ({exc})") from None
-    for code, names in table.items():
-        if not (isinstance(names, dict) and isinstance(names.get("latin"), str)
-                and isinstance(names.get("common"), str)):
-            raise MonkeyReportError(f"{path}: [{code}] needs text values 'latin' and 'common'")
-    return table
-
-
-def class_entries(eda: EdaSummary, species: dict[str, dict[str, str]]) -> list[dict[str, str]]:
-    """The dataset's classes named from the species table, or from the dataset's labels."""
-    return [{"code": c["code"],
-             "latin": species.get(c["code"], {}).get("latin", c["display_name"]),
-             "common": species.get(c["code"], {}).get("common", c["common_name"].replace("_", " "))}
-            for c in eda.classes]
 
 
 def per_class_view(rows: list[dict[str, Any]], classes: list[dict[str, str]]) -> dict[str, Any] | None:

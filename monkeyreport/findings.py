@@ -1,8 +1,8 @@
 """The report's conclusions as findings: facts with the rule that supports them, never worded.
 
 Each finding is a `kind` plus the rows and numbers it rests on; a template macro turns it
-into sentences. A claim is made only where its rule holds: "better" only with a significant
-McNemar test, a parameters trend only over enough architectures. Reads the rows of
+into sentences. A claim is made only where its rule holds: "better" only with a comparison
+significant after Holm's correction, a parameters trend only over enough architectures. Reads the rows of
 context.experiment_rows and the tests of stats.json; no torch.
 """
 
@@ -112,9 +112,9 @@ def _recipe_gaps(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> lis
     the base recipe, the frozen one's lead in accuracy points with each, and in how many
     seeds the frozen backbone still leads."""
     out = []
-    for frozen, tuned in selection.variant_pairs(done, row_scores):
-        base = next((r for f, r in selection.variant_pairs(done, row_scores)
-                     if f is frozen and not r["recipe"]), None)
+    pairs = selection.variant_pairs(done, row_scores)
+    for frozen, tuned in pairs:
+        base = next((r for f, r in pairs if f is frozen and not r["recipe"]), None)
         if not tuned["recipe"] or base is None:
             continue
         by_seed = [dict(zip(r["group"]["seeds"], r["group"]["accuracy"]["values"])) for r in (frozen, tuned)]

@@ -31,7 +31,7 @@ from monkeyreport.errors import MonkeyReportError
 from monkeyreport.pipeline import Options, StageOutcome, timed
 from monkeyreport.results import EdaSummary, Interpretation, Predictions, ReportFiles, RunFiles, RunMetrics, RunStart
 from monkeyreport.report_figures import panel_label
-from monkeyreport.stats import leaked_validation_files
+from monkeyreport.species import species_names
 
 TOP_LOSSES = 12  # images per top-loss gallery
 LEAKAGE_PAIRS = 4  # training/validation pairs shown
@@ -291,16 +291,6 @@ def _image_root(config: Config, eda: EdaSummary) -> Path:
         return Path(eda.dataset_root)
 
 
-def species_names(eda: EdaSummary, templates_dir: Path | None = None) -> dict[str, str]:
-    """Code -> Latin name as the report writes it: the templates' species table (the folder's
-    own templates/ or the packaged ones), else the dataset's labels."""
-    from monkeyreport.context import class_entries, species_table
-    from monkeyreport.project import templates_for
-
-    table = species_table(templates_dir or templates_for(Path.cwd()))
-    return {c["code"]: c["latin"] for c in class_entries(eda, table)}
-
-
 def run_interpretation(config: Config, templates_dir: Path | None = None) -> Interpretation:
     """Write report/interpret/ and return what interpret.json holds; never stops on one
     failure. `templates_dir`: where the species table is (default: as `render` finds its
@@ -310,7 +300,7 @@ def run_interpretation(config: Config, templates_dir: Path | None = None) -> Int
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
     eda = EdaSummary.read(report.eda)
     names = species_names(eda, templates_dir)
-    leaked = leaked_validation_files(eda)
+    leaked = eda.leaked_validation_files
     image_root = _image_root(config, eda)
     out_dir = report.interpret_dir
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -101,7 +101,7 @@ STAGES: tuple[Stage, ...] = (
                  Dep(SPECIES)),
           params=("seeds", "experiments"),
           code=("interpret.py", "figures.py", "models.py", "architectures.py", "selection.py", "run_state.py",
-                "report_figures.py"),
+                "report_figures.py", "species.py"),
           version=results.INTERPRET_SCHEMA,
           writes=("{report}/interpret/interpret.json", "{report}/interpret/*.jpg"), after=("eda", "train")),
     Stage("stats", "bootstrap intervals, duplicate-free metrics, McNemar tests, per-class metrics",
@@ -113,7 +113,7 @@ STAGES: tuple[Stage, ...] = (
           "monkeyreport.report_figures:run_stage",
           reads=(Dep(EDA_JSON), Dep(SUMMARY), Dep(METRICS), Dep(HISTORY), Dep(SPECIES)),
           params=("seeds", "experiments"),
-          code=("report_figures.py", "figures.py", "selection.py", "architectures.py", "run_state.py"),
+          code=("report_figures.py", "figures.py", "selection.py", "architectures.py", "run_state.py", "species.py"),
           version=results.FIGURES_SCHEMA,
           writes=("{report}/figures/figures.json", "{report}/figures/cnn_schematic.png",
                   "{report}/figures/transfer_learning.png", "{report}/figures/arch_*.png",
@@ -127,7 +127,7 @@ STAGES: tuple[Stage, ...] = (
                  Dep(METRICS), Dep("{runs}/{run}/failed.json"), Dep(HISTORY)),
           params=("*",),
           code=("render.py", "context.py", "findings.py", "spanish_format.py", "results.py", "selection.py",
-                "architectures.py"),
+                "architectures.py", "species.py"),
           version=results.RENDER_SCHEMA,
           writes=("{report}/report.{format}",),
           after=("eda", "train", "summaries", "interpret", "stats", "figures")),
@@ -411,10 +411,12 @@ def run(config: Config, options: Options | None = None, names: Iterable[str] = S
     options = options or Options()
     names, forced = set(names), set(forced)
     outcome = PipelineOutcome()
+    # One for the whole loop: files and stamps are digested when asked for (a stage before may
+    # have written them); only what no stage writes (the dataset, the folders) is kept.
+    inputs = Inputs(config, options)
     for s in STAGES:
         if s.name not in names:
             continue
-        inputs = Inputs(config, options)  # afresh: the stages before may have written inputs
         digests = inputs.of(s)
         stamp = Stamp.read(config, s.name)
         if not (options.force or s.name in forced or why_stale(stamp, digests, inputs.outputs(s))):

@@ -18,6 +18,7 @@ from monkeyreport.config import Config, ExperimentConfig
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.pipeline import Options, StageOutcome, timed
 from monkeyreport.results import EdaSummary, FiguresManifest, History, ModelSummary, ReportFiles, RunFiles
+from monkeyreport.species import species_names
 
 
 def panel_title(label: str, frozen: bool, transfer: bool) -> str:
@@ -42,7 +43,6 @@ def draw(config: Config, templates_dir: Path) -> FiguresManifest:
     """Draw every report figure that has its data; write and return figures.json (paths
     relative to the report folder, None where a figure has no data)."""
     from monkeyreport import figures
-    from monkeyreport.interpret import species_names
 
     report = ReportFiles(config.report_dir)
     eda = EdaSummary.read_if_exists(report.eda)

@@ -613,6 +613,13 @@ class EdaSummary(JsonRecord):
     created: str  # ISO time, UTC
     figures: dict[str, str]  # the data figures, relative to the report folder
 
+    @property
+    def leaked_validation_files(self) -> set[str]:
+        """Validation files with an exact or near copy in training (the duplicate groups that
+        cross the split): what the duplicate-free metrics and the galleries leave out or mark."""
+        return {f["file"] for g in self.duplicates["groups"] if g["cross_split"]
+                for f in g["files"] if f["split"] == "validation"}
+
 
 @dataclass(frozen=True, kw_only=True)
 class Statistics(JsonRecord):

@@ -27,7 +27,7 @@ from monkeyreport import results
 from monkeyreport.config import Config, ExperimentConfig
 from monkeyreport.console import log
 from monkeyreport.results import RunFiles, RunStart
-from monkeyreport.run_state import experiment_hash
+from monkeyreport.run_state import run_start
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,13 @@ def plan_experiment(config: Config, experiment: ExperimentConfig, dataset_finger
                     world_size: int, force: bool = False, run_name: str | None = None) -> Plan:
     """The plan for `experiment`, from the files in its run folder (`run_name`, by default the
     experiment's name); `config` is the run's own (`Config.for_run`)."""
-    files = RunFiles.of(config.runs_dir, run_name or experiment.name)
-    started = RunStart(experiment_hash(config, experiment), dataset_fingerprint, world_size,
-                       trains_on_features=config.training.trains_on_features(experiment.frozen))
+    name = run_name or experiment.name
+    files = RunFiles.of(config.runs_dir, name)
+    started = run_start(config, experiment, dataset_fingerprint, world_size)
     finished = not force and _matches(results.read_json_if_exists(files.metrics), started.identity)
     resume = (not force and not finished and files.checkpoint.is_file()
               and RunStart.read(files.started) == started
-              and _usable_checkpoint(files, experiment.name))
+              and _usable_checkpoint(files, name))
     return Plan(started, finished, resume)
 
 

@@ -29,6 +29,13 @@ def experiment_hash(config: Config, experiment: ExperimentConfig) -> str:
     return stable_hash(*parts, changes) if changes else stable_hash(*parts)
 
 
+def run_start(config: Config, experiment: ExperimentConfig, dataset_fingerprint: str, world_size: int) -> RunStart:
+    """What a run of `experiment` starts from (run.json): its identity, and whether its
+    checkpoint holds the head alone. `config` is the run's own (`Config.for_run`)."""
+    return RunStart(experiment_hash(config, experiment), dataset_fingerprint, world_size,
+                    trains_on_features=config.training.trains_on_features(experiment.frozen))
+
+
 State = Literal["finished", "stale", "resumable", "failed", "not trained"]
 
 
@@ -64,8 +71,7 @@ def run_states(config: Config) -> list[RunState]:
 def _state(config: Config, run: Run, fingerprint: str | None) -> RunState:
     experiment, name = run.experiment, run.name
     files = RunFiles.of(config.runs_dir, name)
-    expected = RunStart(experiment_hash(config, experiment), fingerprint or "", 1,
-                        trains_on_features=config.training.trains_on_features(experiment.frozen))
+    expected = run_start(config, experiment, fingerprint or "", 1)
     if files.metrics.is_file():
         try:
             metrics = RunMetrics.read(files.metrics)

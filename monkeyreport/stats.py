@@ -167,12 +167,6 @@ def most_confused(cm: np.ndarray, classes: list[str], top: int = TOP_CONFUSED) -
 # ----------------------------------------------------------------------------- the stage
 
 
-def leaked_validation_files(eda: EdaSummary) -> set[str]:
-    """Validation files with an exact or near copy in training (EDA duplicate groups)."""
-    return {f["file"] for g in eda.duplicates["groups"] if g["cross_split"]
-            for f in g["files"] if f["split"] == "validation"}
-
-
 def experiment_statistics(predictions: Predictions, leaked: set[str], seed: int) -> dict[str, Any]:
     k = len(predictions.classes)
     keep = np.array([f not in leaked for f in predictions.files], dtype=bool)
@@ -233,7 +227,7 @@ def comparisons(config: Config, groups: dict[str, dict[str, Any]], runs: dict[st
     recipes of one architecture and variant, each over
     the seeds both ran: McNemar per seed, and the test that decides (the paired t-test over
     seeds with two seeds or more, else McNemar), corrected for the whole family by Holm."""
-    view = {name: _mean_view(name, g, runs) for name, g in groups.items()}
+    view = mean_views(groups, runs)
     pairs = [(best, name, "best") for name in groups if name != best]
     for kind, found in (("variants", selection.variant_pairs), ("recipes", selection.recipe_pairs)):
         for a, b in found(list(groups), view.__getitem__):
@@ -262,10 +256,13 @@ def comparisons(config: Config, groups: dict[str, dict[str, Any]], runs: dict[st
     return out
 
 
-def _mean_view(name: str, group: dict[str, Any], runs: dict[str, RunMetrics]) -> selection.Entry:
-    """An experiment as `selection` ranks it: its mean metrics over seeds."""
-    first = runs[group["runs"][0]]
-    return selection.Entry(first.architecture, first.frozen, group["accuracy"]["mean"], group["macro_f1"]["mean"])
+def mean_views(groups: dict[str, dict[str, Any]], runs: dict[str, RunMetrics]) -> dict[str, selection.Entry]:
+    """Each experiment as `selection` ranks it: its mean metrics over seeds."""
+    def view(group: dict[str, Any]) -> selection.Entry:
+        first = runs[group["runs"][0]]
+        return selection.Entry(first.architecture, first.frozen, group["accuracy"]["mean"], group["macro_f1"]["mean"])
+
+    return {name: view(group) for name, group in groups.items()}
 
 
 def parameter_trend(groups: dict[str, dict[str, Any]], runs: dict[str, RunMetrics]) -> dict[str, Any] | None:
@@ -273,7 +270,7 @@ def parameter_trend(groups: dict[str, dict[str, Any]], runs: dict[str, RunMetric
     architecture (its best experiment), ordered by parameters; None below three architectures."""
     from scipy.stats import spearmanr
 
-    view = {name: _mean_view(name, g, runs) for name, g in groups.items()}
+    view = mean_views(groups, runs)
     params = {name: runs[g["runs"][0]].params_total for name, g in groups.items()}
     best = selection.best_per_architecture(list(groups), view.__getitem__)
     if len(best) < TREND_MIN_ARCHITECTURES:
@@ -290,7 +287,7 @@ def compute(config: Config) -> Statistics:
     eda = EdaSummary.read_if_exists(report.eda)
     if eda is None:
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
-    leaked = leaked_validation_files(eda)
+    leaked = eda.leaked_validation_files
     runs: dict[str, RunMetrics] = {}
     predictions: dict[str, Predictions] = {}
     problems: list[str] = []
@@ -310,7 +307,7 @@ def compute(config: Config) -> Statistics:
         finished = [r for r in config.runs if r.experiment is exp and r.name in per_run]
         if finished:
             groups[exp.name] = group_statistics([r.name for r in finished], [r.seed for r in finished], per_run)
-    view = {name: _mean_view(name, g, runs) for name, g in groups.items()}
+    view = mean_views(groups, runs)
     best = selection.best(list(groups), view.__getitem__)
     return Statistics(n_resamples=N_RESAMPLES, confidence=CONFIDENCE, alpha=ALPHA, seed=config.seed,
                       seeds=config.run_seeds, n_leaked=len(leaked), best=best, experiments=per_run, groups=groups,

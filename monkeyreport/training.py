@@ -194,10 +194,10 @@ def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: Da
     head_first = not experiment.frozen and t.freeze_epochs > 0
     trainer = _trainer(config, files, precision, history, progress, head_first)
     if head_first and trainer.world_size > 1 and "find_unused_parameters_true" not in str(config.trainer.strategy):
-        raise MonkeyReportError(f"{experiment.name}: 'training.freeze_epochs' with several processes needs "
+        raise MonkeyReportError(f"{files.run_dir.name}: 'training.freeze_epochs' with several processes needs "
                                 "[trainer] strategy = \"ddp_find_unused_parameters_true\" (the frozen backbone "
                                 "has no gradients)")
-    _fit(trainer, module, datamodule, files.checkpoint if plan.resume else None, experiment.name, history)
+    _fit(trainer, module, datamodule, files.checkpoint if plan.resume else None, files.run_dir.name, history)
     train_seconds = time.perf_counter() - start
     rows = list(history.rows)  # predicting from a checkpoint restores the callbacks' state of its epoch
 

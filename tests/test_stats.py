@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from types import SimpleNamespace
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ from monkeyreport.cli import app
 from monkeyreport.results import Predictions
 from monkeyreport.spanish_format import decimal
 
+from test_records import RECORDS
 from test_render import copy_project, project  # noqa: F401  (module fixture reused)
 
 runner = CliRunner()
@@ -65,13 +66,13 @@ def test_exact_mcnemar_counts_only_discordant_images():
 
 
 def test_leak_free_metrics_leave_out_validation_images_with_a_copy_in_training():
-    eda = SimpleNamespace(duplicates={"groups": [
+    eda = replace(RECORDS["eda"], duplicates={"groups": [
         {"cross_split": True, "files": [{"file": "training/n0/a.jpg", "split": "training"},
                                         {"file": "validation/n0/x.jpg", "split": "validation"}]},
         {"cross_split": False, "files": [{"file": "validation/n1/y.jpg", "split": "validation"},
                                          {"file": "validation/n1/z.jpg", "split": "validation"}]},
     ]})
-    leaked = stats.leaked_validation_files(eda)
+    leaked = eda.leaked_validation_files
     assert leaked == {"validation/n0/x.jpg"}
     files = ["validation/n0/x.jpg", "validation/n1/y.jpg", "validation/n1/z.jpg", "validation/n0/w.jpg"]
     predictions = Predictions(files, ["n0", "n1"], np.array([0, 1, 1, 0]), np.array([0, 1, 0, 1]),

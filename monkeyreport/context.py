@@ -116,13 +116,16 @@ def per_class_view(rows: list[dict[str, Any]], classes: list[dict[str, str]]) ->
             for p in r["stats"]["most_confused"]:
                 seen.setdefault(tuple(p["pair"]), []).append(r)
     # A pair shared by several experiments says something of the data only when they are
-    # different architectures (two variants of one model share its weights and errors).
-    shared = [{"pair": [names.get(c, {"latin": c}) for c in pair], "rows": members}
-              for pair, members in seen.items() if len({r["architecture"] for r in members}) >= SHARED_MIN_ARCHITECTURES]
-    shared.sort(key=lambda s: -len(s["rows"]))
+    # different architectures (two variants of one model share its weights and errors);
+    # `repeated`: pairs that several experiments of one architecture confuse, nothing more.
+    repeated = [{"pair": [names.get(c, {"latin": c}) for c in pair], "rows": members}
+                for pair, members in seen.items() if len(members) >= 2]
+    repeated.sort(key=lambda s: -len(s["rows"]))
+    shared = [s for s in repeated if len({r["architecture"] for r in s["rows"]}) >= SHARED_MIN_ARCHITECTURES]
     confused = [p | {"species": [names.get(c, {"latin": c}) for c in p["pair"]]}
                 for p in best["stats"]["most_confused"]]
-    return {"row": best, "table": table, "confused": confused, "shared": shared}
+    return {"row": best, "table": table, "confused": confused, "shared": shared,
+            "repeated": [s for s in repeated if s not in shared]}
 
 
 # ----------------------------------------------------------------------------- methods

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -381,7 +382,8 @@ def grad_cam_grid(species: Sequence[str], images: Sequence[np.ndarray],
                 ax.set_xlabel(f"Pred. ({spanish_format.decimal(probability, 2)}):\n$\\it{{{_math_text(name)}}}$",
                               fontsize=7.5, linespacing=1.2)
         for r, (title, _, _) in enumerate(columns):
-            axes[top + r, 0].set_ylabel(title, fontsize=8.5, weight="bold")
+            # A long row title (a recipe's name) on two lines, or it runs into the next row's.
+            axes[top + r, 0].set_ylabel("\n".join(textwrap.wrap(title, 20)), fontsize=8.5, weight="bold")
     fig.subplots_adjust(wspace=0.06, hspace=0.42)
     save(fig, path)
 

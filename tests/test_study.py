@@ -78,8 +78,8 @@ def test_a_two_seed_two_experiment_study_builds_and_reports_means_over_seeds(tmp
         assert group["accuracy"]["mean"] == pytest.approx(np.mean(values))
         assert group["accuracy"]["sd"] == pytest.approx(np.std(values, ddof=1))
         f1 = [metrics[f"{experiment}-seed{s}"].macro_f1 for s in (1, 2)]
-        shown = f"{decimal(np.mean(values), 4)} ± {decimal(np.std(values, ddof=1), 4)}"
-        assert shown in html and f"{decimal(np.mean(f1), 4)} ± {decimal(np.std(f1, ddof=1), 4)}" in html
+        for metric in (values, f1):  # Tabla 1: the mean, its SD below it
+            assert f'{decimal(np.mean(metric), 4)}<br><span class="ci">± {decimal(np.std(metric, ddof=1), 4)}</span>' in html
 
     (comparison,) = stats["comparisons"]
     assert comparison["test"] == "paired_t" and comparison["seeds"] == [1, 2]
@@ -185,3 +185,18 @@ def test_conclusions_over_seeds_use_the_corrected_paired_test_and_count_the_seed
             "cerrarla, y el backbone congelado sigue por delante en dos de las tres semillas") in significant
     tied = text([comparison("frozen", "tuned", 0.06), comparison("frozen", "tuned2", 0.30)])
     assert "significativamente mejor" not in tied and "superó de forma significativa" not in tied
+
+
+def test_a_confusion_shared_by_variants_of_one_architecture_is_not_a_shared_difficulty():
+    from monkeyreport.context import per_class_view
+
+    def row(name, architecture, best=False):
+        stats = {"per_class": [], "most_confused": [{"pair": ["n0", "n9"], "errors": 2, "a_as_b": 1, "b_as_a": 1}]}
+        return {"name": name, "architecture": architecture, "best": best, "stats": stats}
+
+    classes = [{"code": "n0", "latin": "Alouatta palliata"}, {"code": "n9", "latin": "Trachypithecus johnii"}]
+    variants = per_class_view([row("frozen", "efficientnet_lite0", True), row("tuned", "efficientnet_lite0")], classes)
+    assert variants["shared"] == [] and [len(s["rows"]) for s in variants["repeated"]] == [2]
+    two_architectures = per_class_view([row("frozen", "efficientnet_lite0", True), row("scratch", "vanilla_cnn")],
+                                       classes)
+    assert [len(s["rows"]) for s in two_architectures["shared"]] == [2] and two_architectures["repeated"] == []

@@ -16,8 +16,8 @@ from monkeyreport.lit_module import EPOCH_METRICS
 
 class EpochHistory(Callback):
     """Records epoch, the logged `EPOCH_METRICS` and the epoch's seconds (training and
-    validation) at the end of each training epoch. The training loss is NaN for an epoch in
-    which no training step ran (the logged value would be an earlier epoch's).
+    validation) at the end of each training epoch. The training loss and accuracy are NaN for
+    an epoch in which no training step ran (the logged values would be an earlier epoch's).
 
     Lightning calls it before ModelCheckpoint (checkpoint callbacks run last), so the
     checkpoint of an epoch holds that epoch's row; every process records the same rows, as
@@ -41,7 +41,7 @@ class EpochHistory(Callback):
         logged = trainer.callback_metrics
         row: dict[str, float] = {"epoch": trainer.current_epoch + 1}
         for column, key in EPOCH_METRICS.items():
-            row[column] = math.nan if column == "train_loss" and not self._steps else float(logged[key])
+            row[column] = math.nan if column.startswith("train_") and not self._steps else float(logged[key])
         row["seconds"] = round(time.perf_counter() - self._epoch_start, 3)  # training + validation
         self.rows.append(row)
 

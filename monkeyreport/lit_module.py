@@ -17,16 +17,16 @@ from monkeyreport.recipe import make_optimizer, make_scheduler
 
 # What LitClassifier logs once per epoch, by the history.csv column it fills. The training
 # loss of the epoch has its own name: "train_loss" is each step's loss, for the progress line.
-EPOCH_METRICS = {"train_loss": "train_loss_epoch", "val_loss": "val_loss", "val_accuracy": "val_accuracy",
-                 "val_macro_f1": "val_macro_f1"}
+EPOCH_METRICS = {"train_loss": "train_loss_epoch", "train_accuracy": "train_accuracy", "val_loss": "val_loss",
+                 "val_accuracy": "val_accuracy", "val_macro_f1": "val_macro_f1"}
 
 
 class LitClassifier(L.LightningModule):
     """Cross-entropy training with the recipe of `training` (recipe.py: timm's optimizer and
     per-epoch schedule; `label_smoothing` in the training loss only, so that the validation
     loss stays plain cross-entropy, comparable between recipes); per epoch the training loss
-    (the mean over the epoch's images) and validation loss, accuracy and macro F1, logged as
-    `EPOCH_METRICS`.
+    and accuracy (over the epoch's images as they were trained on: augmented, in train mode)
+    and validation loss, accuracy and macro F1, logged as `EPOCH_METRICS`.
 
     With several processes, each validates its own share of the images, each image in exactly
     one process (the "each_once" loader), and the metrics reduce their states over all
@@ -40,6 +40,7 @@ class LitClassifier(L.LightningModule):
         self.loss = nn.CrossEntropyLoss(label_smoothing=training.label_smoothing)
         self.val_criterion = nn.CrossEntropyLoss()
         self.train_loss = torchmetrics.MeanMetric()
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_loss = torchmetrics.MeanMetric()
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_macro_f1 = MulticlassF1Score(num_classes, average="macro")
@@ -49,10 +50,13 @@ class LitClassifier(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x, y, _ = batch
-        loss = self.loss(self(x), y)
+        logits = self(x)
+        loss = self.loss(logits, y)
         self.train_loss.update(loss.detach(), weight=len(y))
+        self.train_accuracy.update(logits.detach(), y)
         self.log("train_loss", loss, prog_bar=True)
-        self.log(EPOCH_METRICS["train_loss"], self.train_loss, on_step=False, on_epoch=True)
+        self.log_dict({EPOCH_METRICS["train_loss"]: self.train_loss,
+                       EPOCH_METRICS["train_accuracy"]: self.train_accuracy}, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:

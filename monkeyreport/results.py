@@ -33,7 +33,7 @@ from monkeyreport.errors import MonkeyReportError
 
 # Version of runs/<experiment>/ results. Bump it when a code change alters what training
 # produces for the same config: finished results of an older version are then retrained.
-RESULTS_SCHEMA = 2  # 2: data order per epoch from (seed, epoch) alone
+RESULTS_SCHEMA = 3  # 3: training accuracy per epoch in history.csv
 # Version of report/models/<architecture>.json; an older summary is written again.
 SUMMARY_SCHEMA = 2  # 2: family and library of the architecture
 # Versions of what the other stages write (pipeline.py): a stage whose version changed runs again.
@@ -236,7 +236,7 @@ class CacheFiles:
         return self.folder / "fast_path.json"
 
 
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
 
 
 def prediction_columns(classes: list[str]) -> list[str]:

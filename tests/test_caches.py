@@ -34,7 +34,7 @@ def test_feature_cache_gives_the_same_result_as_the_full_network(tmp_path, archi
         assert cached.metrics[key] == pytest.approx(full.metrics[key], abs=1e-4)
     assert cached.metrics["confusion_matrix"] == full.metrics["confusion_matrix"]
     for a, b in zip(read_csv(full.run_dir / "history.csv"), read_csv(cached.run_dir / "history.csv")):
-        for column in ("train_loss", "val_loss", "val_accuracy", "val_macro_f1"):
+        for column in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1"):
             assert float(b[column]) == pytest.approx(float(a[column]), abs=1e-4)
     probs_full = [[float(v) for k, v in r.items() if k.startswith("prob_")] for r in read_csv(full.run_dir / "predictions.csv")]
     probs_cached = [[float(v) for k, v in r.items() if k.startswith("prob_")] for r in read_csv(cached.run_dir / "predictions.csv")]

@@ -87,6 +87,9 @@ def test_results_contract_and_metrics_agree_with_predictions(tmp_path, dataset):
     history = read_csv(run / "history.csv")
     assert [int(h["epoch"]) for h in history] == [1, 2]
     assert float(history[-1]["val_accuracy"]) == pytest.approx(m["accuracy"], abs=1e-6)
+    n_train = m["n_train"]
+    for row in history:  # a fraction of the epoch's training images
+        assert float(row["train_accuracy"]) * n_train == pytest.approx(round(float(row["train_accuracy"]) * n_train))
     assert (run / "checkpoints" / "last.ckpt").is_file()
 
 

@@ -38,6 +38,8 @@ NoWaitOpt = Annotated[bool, typer.Option(
     "--no-wait", help="Stop instead of waiting when another build or train uses the same runs folder.")]
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", help="No progress bars, only result lines (for scripts and CI).")]
+JobsOpt = Annotated[int, typer.Option(
+    "--jobs", "-j", min=1, help="Train with N worker processes on this machine (one GPU each, or cores/N threads).")]
 
 F = TypeVar("F", bound=Callable[..., None])
 
@@ -157,24 +159,58 @@ def models(config: ConfigOpt = DEFAULT_CONFIG) -> None:
 @user_errors
 def train(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, only: OnlyOpt = None,
           epochs: EpochsOpt = None, force: ForceOpt = False, no_wait: NoWaitOpt = False,
-          quiet: QuietOpt = False) -> None:
-    """Train the configured experiments and write runs/<experiment>/ results."""
-    from monkeyreport.placement import is_global_zero
-    from monkeyreport.training import ExperimentFailure, select_experiments, train_all
+          quiet: QuietOpt = False, jobs: JobsOpt = 1) -> None:
+    """Train the configured experiments and write runs/<experiment>/ results. Several train
+    processes on one runs folder share out its runs (docs/grid.md)."""
+    from monkeyreport.training import select_experiments
 
     cfg = _config(config, data_dir, epochs=epochs)
     select_experiments(cfg, only)  # a config error stops here, before anything is written
     with _one_at_a_time(cfg, no_wait):
-        # Rank 0 prints each experiment's result line as soon as it is known.
-        outcomes = train_all(cfg, only=only, force=force, show_progress=not quiet, echo=typer.echo)
+        if jobs > 1:
+            failed = _start_workers(cfg, jobs, only, force)
+        else:
+            failed = _train_here(cfg, only, force, quiet)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _train_here(config: Config, only: list[str] | None, force: bool, quiet: bool) -> bool:
+    """Train as one worker; whether a run failed (said on stderr). Rank 0 prints each run's
+    result line as soon as it is known; another process of a multi-process run (training.py)
+    reports nothing and says False: Lightning kills every process when one exits with an error."""
+    from monkeyreport.placement import is_global_zero
+    from monkeyreport.training import ExperimentFailure, ExperimentHeld, train_all
+
+    outcomes = train_all(config, only=only, force=force, show_progress=not quiet, echo=typer.echo)
     if not is_global_zero():
-        # Another process of a multi-process run (training.py): rank 0 reports. Exit 0, as
-        # Lightning kills every process when one exits with another code.
-        return
+        return False
+    held = [o for o in outcomes if isinstance(o, ExperimentHeld)]
+    if held:
+        typer.echo(f"{len(held)} run(s) left to the workers that hold them")
     failed = [o for o in outcomes if isinstance(o, ExperimentFailure)]
     if failed:
         typer.echo(f"error: {len(failed)} of {len(outcomes)} experiment(s) failed", err=True)
-        raise typer.Exit(1)
+    return bool(failed)
+
+
+def _start_workers(config: Config, jobs: int, only: list[str] | None, force: bool) -> bool:
+    """Train with `jobs` worker processes (workers.py); whether one of them failed."""
+    from monkeyreport.workers import run_workers
+
+    if config.trainer.devices not in ("auto", 1, "1") or config.trainer.num_nodes != 1:
+        raise MonkeyReportError(f"{config.source}: --jobs starts one single-device worker per job; it does "
+                                "not combine with [trainer] devices or num_nodes (start the workers yourself, "
+                                "see docs/grid.md)")
+    arguments = ["--config", config.source, "--quiet"]
+    arguments += ["--data-dir", str(resolve_data_root(config))]
+    arguments += ["--epochs", str(config.training.epochs)]
+    arguments += [a for name in only or [] for a in ("--only", name)]
+    arguments += ["--force"] if force else []
+    failed = run_workers(arguments, jobs, typer.echo)
+    if failed:
+        typer.echo(f"error: {failed} of {jobs} worker(s) failed", err=True)
+    return bool(failed)
 
 
 class OutputFormat(str, Enum):
@@ -203,14 +239,22 @@ def render(config: ConfigOpt = DEFAULT_CONFIG, out: OutOpt = None, format: Forma
 
 
 def _one_at_a_time(config: Config, no_wait: bool) -> contextlib.AbstractContextManager:
-    """The runs folder's lock (lock.py), taken by the main process only: the other processes
-    of a multi-process run are its helpers, and it waits for them inside training."""
+    """The runs folder for this config's workers only (lock.py), taken by the main process:
+    the other processes of a multi-process run are its helpers."""
     from monkeyreport.build import is_main_process
-    from monkeyreport.lock import exclusive
+    from monkeyreport.lock import for_config
 
     if not is_main_process():
         return contextlib.nullcontext()
-    return exclusive(config.runs_dir, wait=not no_wait, echo=typer.echo)
+    return for_config(config.runs_dir, config_key(config), wait=not no_wait, echo=typer.echo)
+
+
+def config_key(config: Config) -> str:
+    """What makes two processes workers of one config: its content, wherever the dataset
+    and the config file are on each machine."""
+    from monkeyreport.config import stable_hash
+
+    return stable_hash(dataclasses.replace(config, source="", data=dataclasses.replace(config.data, root="")))[:12]
 
 
 def _exit_on_unreadable(problems: list[str]) -> None:
@@ -225,7 +269,7 @@ def _exit_on_unreadable(problems: list[str]) -> None:
 @user_errors
 def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: OutOpt = None,
           force: ForceOpt = False, templates: TemplatesOpt = None, no_wait: NoWaitOpt = False,
-          quiet: QuietOpt = False) -> None:
+          quiet: QuietOpt = False, jobs: JobsOpt = 1) -> None:
     """Run eda, training, model summaries and rendering; skip each stage that is unchanged."""
     from monkeyreport.build import build as run_build
 
@@ -233,10 +277,15 @@ def build(config: ConfigOpt = DEFAULT_CONFIG, data_dir: DataDirOpt = None, out: 
     cfg = _config(config, data_dir, out)
     with _one_at_a_time(cfg, no_wait):
         cfg = _with_dataset(cfg)
+        train = (lambda: _start_workers(cfg, jobs, None, force)) if jobs > 1 else None
         outcome = run_build(cfg, force=force, templates_dir=templates, echo=typer.echo,
-                            show_progress=not quiet)
+                            show_progress=not quiet, train=train)
     if outcome is None:
         return  # it trained beside rank 0, which reports; exit 0 (see `train`)
+    if outcome.stopped:
+        typer.echo(f"build stopped after training in {time.perf_counter() - start:.1f} s: other workers hold "
+                   "runs; the one that finishes last renders the report")
+        return
     typer.echo(f"build finished in {time.perf_counter() - start:.1f} s")
     if outcome.failed:
         typer.echo(f"error: {len(outcome.failed)} experiment(s) failed: {', '.join(outcome.failed)}",

@@ -58,7 +58,7 @@ from torchmetrics.functional.classification import (
 )
 
 from monkeyreport import fast_path, results
-from monkeyreport.config import Config, ExperimentConfig, resolve_data_root
+from monkeyreport.config import Config, ExperimentConfig, Run, resolve_data_root
 from monkeyreport.console import ExperimentProgress, lightning_output_to, log, progress_line
 from monkeyreport.data import DatasetLayout, ImageRecord, list_files, locate, scan
 from monkeyreport.data import fingerprint as fingerprint_dataset
@@ -96,6 +96,7 @@ from monkeyreport.results import (
     RunMetrics,
 )
 from monkeyreport.run_plan import Plan, plan_experiment, prepare_run_dir
+from monkeyreport.work_queue import Group, WorkQueue, group_key
 
 
 # A frozen backbone is in eval mode on purpose; Lightning warns about that at every fit.
@@ -401,39 +402,111 @@ def select_experiments(config: Config, only: list[str] | None) -> list[Experimen
     return [known[name] for name in only]
 
 
+@dataclass(frozen=True)
+class ExperimentHeld:
+    """A run another worker of the runs folder is training (work_queue.py)."""
+
+    name: str
+
+    def summary(self) -> str:
+        return f"{self.name}: being trained by another worker"
+
+
 def train_all(config: Config, only: list[str] | None = None, force: bool = False,
               show_progress: bool = True, echo: Callable[[str], None] | None = None,
-              ) -> list[ExperimentResult | ExperimentFailure]:
-    """Run every seed of the selected experiments (`Config.runs`), in order. A failing run is
-    reported and the rest go on; Ctrl-C stops them all. Every run is planned before the first
-    one trains (see the module docstring). Rank 0 passes each one's result line to `echo` as
-    soon as it is known."""
+              since: float | None = None) -> list[ExperimentResult | ExperimentFailure | ExperimentHeld]:
+    """Train every seed of the selected experiments (`Config.runs`) as one worker of the runs
+    folder's queue (work_queue.py): each run that no other worker holds, in order, until
+    every one left is held by another. A failing run is reported and the rest go on; Ctrl-C
+    stops them all. Rank 0 passes each one's result line to `echo` as soon as it is known.
+    Outcomes come in config order: results, failures, and runs held by other workers. A run
+    that another worker tried and failed after `since` (by default now) is not tried again."""
     experiments = select_experiments(config, only)
     runs = [run for run in config.runs if run.experiment in experiments]
-    placement = resolve_placement(config)
-    layout = locate(resolve_data_root(config))
-    entries = list_files(layout)
-    fingerprint = fingerprint_dataset(layout, entries)
-    plans = [plan_experiment(config.for_run(r), r.experiment, fingerprint, placement.world_size, force, r.name)
-             for r in runs]
-    records: list[ImageRecord] = []
-    if not all(plan.finished for plan in plans):
-        records = scan(layout, entries, config.data.max_image_pixels, config.eda.workers,
-                       show_progress and is_global_zero())
-    outcomes: list[ExperimentResult | ExperimentFailure] = []
-    for run, plan in zip(runs, plans):
+    worker = Worker(config, resolve_placement(config), force, show_progress, since or time.time())
+    if not is_global_zero():
+        return worker.follow(runs)
+    return worker.take(runs, echo)
+
+
+class Worker:
+    """One worker of the queue: global rank 0 claims runs, the other ranks of its group follow."""
+
+    def __init__(self, config: Config, placement: Placement, force: bool, show_progress: bool,
+                 since: float) -> None:
+        self.config = config
+        self.placement = placement
+        self.force = force
+        self.show_progress = show_progress
+        self.layout = locate(resolve_data_root(config))
+        self.entries = list_files(self.layout)
+        self.fingerprint = fingerprint_dataset(self.layout, self.entries)
+        self.queue = WorkQueue(config.runs_dir, since)
+        self.group = Group(self.queue, group_key()) if placement.world_size > 1 else None
+        self._records: list[ImageRecord] | None = None
+        self._published: list[str] = []  # the runs rank 0 of a group trains, in order
+
+    def records(self) -> list[ImageRecord]:
+        """The dataset's scan, made when the first run needs training."""
+        if self._records is None:
+            self._records = scan(self.layout, self.entries, self.config.data.max_image_pixels,
+                                 self.config.eda.workers, self.show_progress and is_global_zero())
+        return self._records
+
+    def take(self, runs: list[Run], echo: Callable[[str], None] | None
+             ) -> list[ExperimentResult | ExperimentFailure | ExperimentHeld]:
+        """Claim and train runs until each one is done or held by another worker."""
+        done: dict[str, ExperimentResult | ExperimentFailure] = {}
+        pending = list(runs)
+        if self.group:
+            self.group.publish([], done=False)
         try:
-            outcome = run_experiment(config.for_run(run), run.experiment, layout, records, fingerprint, force,
-                                     plan, show_progress, placement, run.name)
+            while pending:
+                claimed = False
+                for run in list(pending):
+                    with self.queue.claim(run.name) as held:
+                        if not held:
+                            continue
+                        done[run.name] = self.attempt(run)
+                    claimed = True
+                    pending.remove(run)
+                    if echo:
+                        echo(done[run.name].summary())
+                if not claimed:
+                    break
+        finally:
+            if self.group:
+                self.group.publish(self._published, done=True)
+        return [done.get(run.name) or ExperimentHeld(run.name) for run in runs]
+
+    def attempt(self, run: Run) -> ExperimentResult | ExperimentFailure:
+        """Train one run, or reuse it; in rank 0 while holding its claim."""
+        config = self.config.for_run(run)
+        files = RunFiles.of(config.runs_dir, run.name)
+        if is_global_zero() and self.queue.written_since_start(files.failed):
+            return ExperimentFailure(run.name, RunFailure.read(files.failed).reason)  # another worker's try
+        # --force retrains what was there before this worker started, not what another finished since.
+        force = self.force and not self.queue.written_since_start(files.metrics)
+        plan = plan_experiment(config, run.experiment, self.fingerprint, self.placement.world_size, force,
+                               run.name)
+        if self.group and is_global_zero() and not plan.finished:
+            self._published = [*self._published, run.name]
+            self.group.publish(self._published, done=False)
+        try:
+            return run_experiment(config, run.experiment, self.layout, self.records() if not plan.finished else [],
+                                  self.fingerprint, force, plan, self.show_progress, self.placement, run.name)
         except Interrupted:
             raise
         except MonkeyReportError as exc:
-            outcome = ExperimentFailure(run.name, str(exc))
-            _record_failure(RunFiles.of(config.runs_dir, run.name), run.experiment.name, outcome)
-        outcomes.append(outcome)
-        if echo and is_global_zero():
-            echo(outcome.summary())
-    return outcomes
+            failure = ExperimentFailure(run.name, str(exc))
+            _record_failure(files, run.experiment.name, failure)
+            return failure
+
+    def follow(self, runs: list[Run]) -> list[ExperimentResult | ExperimentFailure | ExperimentHeld]:
+        """Another rank of a group: train the runs its rank 0 publishes, in its order."""
+        by_name = {run.name: run for run in runs}
+        assert self.group is not None  # only a process of several has another rank
+        return [self.attempt(by_name[name]) for name in self.group.follow()]
 
 
 @rank_zero_only
@@ -442,14 +515,21 @@ def _record_failure(files: RunFiles, experiment: str, failure: ExperimentFailure
 
 
 def run_stage(config: Config, options: Options) -> StageOutcome:
-    """The pipeline's train stage: every configured experiment, finished ones reused. With a
-    failed experiment the stage is incomplete, so the next build tries it again."""
+    """The pipeline's train stage: every configured run, finished ones reused. With a failed
+    run the stage is incomplete, so the next build tries it again; with runs that other
+    workers hold it stops the build here: the worker that finishes last goes on."""
     start = time.perf_counter()
     ran = train_all(config, force=options.force, show_progress=options.show_progress,
-                    echo=lambda line: options.echo(f"train: {line}"))
+                    echo=lambda line: options.echo(f"train: {line}"), since=options.started)
     failed = [r.name for r in ran if isinstance(r, ExperimentFailure)]
+    held = [r.name for r in ran if isinstance(r, ExperimentHeld)]
     reused = sum(1 for r in ran if isinstance(r, ExperimentResult) and r.skipped)
-    return StageOutcome(f"train {timed(start)}: {len(ran)} run(s), {reused} unchanged, "
-                        f"{len(ran) - reused - len(failed)} trained, {len(failed)} failed -> {config.runs_dir}",
-                        complete=not failed, failed=failed,
+    trained = len(ran) - reused - len(failed) - len(held)
+    line = (f"train {timed(start)}: {len(ran)} run(s), {reused} unchanged, {trained} trained, "
+            f"{len(failed)} failed")
+    if held:
+        return StageOutcome(f"{line}, {len(held)} held by other workers ({', '.join(held)}): the worker "
+                            "that finishes last goes on", complete=False, failed=failed,
+                            reason=f"held by other workers: {', '.join(held)}", stop=True)
+    return StageOutcome(f"{line} -> {config.runs_dir}", complete=not failed, failed=failed,
                         reason=f"failed: {', '.join(failed)}" if failed else "")

@@ -16,7 +16,7 @@ BENCH_FLAGS  ?=
 SOUNDNESS_CONFIG ?= configs/offline.toml
 SOUNDNESS_FLAGS  ?=
 
-.PHONY: install test eda train report bench bench-build soundness clean
+.PHONY: install test eda train report bench bench-build bench-grid soundness clean
 
 install: $(STAMP)
 
@@ -52,6 +52,10 @@ bench-build: install
 	    -e 's|^runs_dir = .*|runs_dir = "runs/bench"|' $(BENCH_CONFIG) > runs/bench/config.toml
 	start=$$(date +%s); $(BIN)/monkeyreport build --config runs/bench/config.toml $(DATA_FLAG) \
 	    && echo "bench-build: $$(( $$(date +%s) - start )) s from nothing"
+
+# One worker against two (--jobs) on a grid of frozen and fine-tuned runs; writes benchmarks/grid.md.
+bench-grid: install
+	$(BIN)/python benchmarks/grid.py $(DATA_FLAG)
 
 # fp32 against the fast path over five seeds (the config's epochs each); writes benchmarks/soundness.md.
 soundness: install

@@ -7,6 +7,7 @@ same config works from the project root whatever folder it is stored in.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import json
 import os
@@ -114,6 +115,30 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class ReportConfig:
+    """The title block: author and course are shown when set; `date` (ISO "YYYY-MM-DD" or a
+    TOML date) replaces the day of the build."""
+
+    author: str = ""
+    course: str = ""
+    date: Union[str, datetime.date] = ""
+
+    def validate(self) -> None:
+        _require(self.day is not None or self.date == "", "report.date",
+                 f"must be a date such as 2025-05-12, got {self.date!r}")
+
+    @property
+    def day(self) -> datetime.date | None:
+        """The configured date, None when unset or not a date."""
+        if isinstance(self.date, datetime.date):
+            return self.date.date() if isinstance(self.date, datetime.datetime) else self.date
+        try:
+            return datetime.date.fromisoformat(self.date)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
 class TrainerConfig:
     """Passed through to lightning.Trainer, so a GPU or cluster runs the same config."""
 
@@ -122,7 +147,9 @@ class TrainerConfig:
     precision: str = "auto"  # "auto": measured per architecture on a CPU, else "32-true" (fast_path.py)
     strategy: str = "auto"
     num_nodes: int = 1
-    memory_format: str = "auto"  # "auto": channels_last on a CPU; "channels_last"; "contiguous"
+    # "auto": measured together with precision on a CPU (fast_path.py), else contiguous;
+    # "channels_last"; "contiguous"
+    memory_format: str = "auto"
 
     def validate(self) -> None:
         _require(self.num_nodes >= 1, "trainer.num_nodes", "must be >= 1")
@@ -183,6 +210,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     experiments: list[ExperimentConfig] = field(default_factory=list)
+    report: ReportConfig = field(default_factory=ReportConfig)
     source: str = ""  # the file this config was read from (not a TOML key)
 
     @property
@@ -306,7 +334,7 @@ def _parse(table: dict[str, Any]) -> Config:
             raise ConfigError(f"'{where}.name' duplicates experiment name '{exp.name}'")
         seen.add(exp.name)
         experiments.append(exp)
-    for section in (config.data, config.eda, config.training, config.trainer):
+    for section in (config.data, config.eda, config.training, config.trainer, config.report):
         section.validate()
     return dataclasses.replace(config, experiments=experiments)
 

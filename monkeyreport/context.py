@@ -10,15 +10,17 @@ rest on, which a template macro turns into sentences. Like render, this never im
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from monkeyreport import selection
+from monkeyreport.architectures import ARCHITECTURES
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
-from monkeyreport.findings import comparison_rows, findings, row_scores
+from monkeyreport.findings import comparison_rows, diagnosis, find_test, findings, row_scores, shared_confusions
 from monkeyreport.results import (EdaSummary, FiguresManifest, History, Interpretation, ModelSummary, ReportFiles,
                                   RunFailure, RunFiles, RunMetrics, Statistics)
 from monkeyreport.species import class_entries, species_table
@@ -37,8 +39,10 @@ ORIGINAL_RESULTS = {  # (architecture, frozen) -> (accuracy, macro F1) published
     ("efficientnet_b0", False): (0.9816, 0.9812),
 }
 ORIGINAL_COUNTS = {"training": 1097, "validation": 272}
+# What the original report is known to have trained with (REPORT_SPEC 6.1): TrainingConfig's
+# defaults are that recipe; its number of epochs and its seeds are not known.
+ORIGINAL_RECIPE = {"learning_rate": 0.001, "batch_size": 32, "resize": 256, "crop": 224}
 FIGURE_MARK = ("⟦", "⟧")  # around "fig:<key>" or "tab:<key>" where a number goes (render.number_figures)
-SHARED_MIN_ARCHITECTURES = 2  # a confused pair is "shared" across this many distinct architectures
 
 
 # ----------------------------------------------------------------------------- experiments
@@ -110,22 +114,17 @@ def per_class_view(rows: list[dict[str, Any]], classes: list[dict[str, str]]) ->
         return None
     names = {c["code"]: c for c in classes}
     table = [s | {"species": names.get(s["class"], {"latin": s["class"]})} for s in best["stats"]["per_class"]]
-    seen: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        if r["stats"]:
-            for p in r["stats"]["most_confused"]:
-                seen.setdefault(tuple(p["pair"]), []).append(r)
-    # A pair shared by several experiments says something of the data only when they are
-    # different architectures (two variants of one model share its weights and errors);
-    # `repeated`: pairs that several experiments of one architecture confuse, nothing more.
-    repeated = [{"pair": [names.get(c, {"latin": c}) for c in pair], "rows": members}
-                for pair, members in seen.items() if len(members) >= 2]
-    repeated.sort(key=lambda s: -len(s["rows"]))
-    shared = [s for s in repeated if len({r["architecture"] for r in s["rows"]}) >= SHARED_MIN_ARCHITECTURES]
+    # A pair shared by several experiments says something of the data only under the rule of
+    # findings.shared_confusions (distinct architectures, enough photographs each).
+    confusions = shared_confusions(rows)
+
+    def named(entry: dict[str, Any]) -> dict[str, Any]:
+        return entry | {"pair": [names.get(c, {"latin": c}) for c in entry["pair"]]}
+
     confused = [p | {"species": [names.get(c, {"latin": c}) for c in p["pair"]]}
                 for p in best["stats"]["most_confused"]]
-    return {"row": best, "table": table, "confused": confused, "shared": shared,
-            "repeated": [s for s in repeated if s not in shared]}
+    return {"row": best, "table": table, "confused": confused, "shared": [named(e) for e in confusions["shared"]],
+            "repeated": [named(e) for e in confusions["repeated"]], "rule": confusions["rule"]}
 
 
 # ----------------------------------------------------------------------------- methods
@@ -210,7 +209,13 @@ def interpretation_view(config: Config, rows: list[dict[str, Any]],
                                  panels=panels,
                                  random_weights=any(p["random_weights"] for p in panels),
                                  failed=[p for p in panels if p["error"]],
-                                 n_species=len(cam["images"]))
+                                 n_species=len(cam["images"]),
+                                 # What the text reads of the maps (interpret.cam_summary per panel).
+                                 map_size=cam["map_size"], input_size=cam["input_size"],
+                                 top_fraction=cam["top_fraction"], agreement_levels=cam["agreement_levels"],
+                                 n_chosen_wrong=sum(i["wrong"] > 0 for i in cam["images"]),
+                                 reference=next((p for p in panels if p["experiment"] == cam["reference"]), None),
+                                 compared=[p for p in panels if p["agreement"]])
     leak = data.leakage
     if leak:
         view["leakage"] = figure(leak, "leakage", pairs=[p | {"species": species(p["class"])} for p in leak["pairs"]])
@@ -277,7 +282,196 @@ def figure_entries(config: Config, eda: EdaSummary, rows: list[dict[str, Any]],
     curves = any(r["status"] == "ok" and r["history"] for r in rows)
     entry("curves", drawn.curves if drawn and curves else None, "figures" if curves else "no_results")
     entry("seeds", drawn.seeds if drawn else None, "figures")
+    entry("reliability", drawn.reliability if drawn else None, "figures")
     return entries
+
+
+# ----------------------------------------------------------------------------- the original
+
+
+def _original_counterpart(row: dict[str, Any]) -> dict[str, Any] | None:
+    """The original's row this experiment is compared with: the same architecture and
+    variant, else the original's architecture of the same family (`substitute`: the
+    EfficientNetB0 of the original for an EfficientNet-Lite0); none for an experiment with
+    a recipe of its own, which the original did not train."""
+    frozen = row["frozen"] and row["transfer"]
+    if row["recipe"]:
+        return None
+    if (row["architecture"], frozen) in ORIGINAL_RESULTS:
+        return {"architecture": row["architecture"], "title": ARCHITECTURES[row["architecture"]].title,
+                "substitute": False, "values": ORIGINAL_RESULTS[(row["architecture"], frozen)]}
+    family = ARCHITECTURES[row["architecture"]].family if row["architecture"] in ARCHITECTURES else None
+    for (arch, was_frozen), values in ORIGINAL_RESULTS.items():
+        if was_frozen == frozen and ARCHITECTURES[arch].family == family:
+            return {"architecture": arch, "title": ARCHITECTURES[arch].title, "substitute": True, "values": values}
+    return None
+
+
+def _original_differences(done: list[dict[str, Any]]) -> dict[str, Any]:
+    """How the finished runs depart from what is known of the original's recipe, each
+    difference with the rows it applies to: their own recipe keys (TrainingConfig's defaults
+    are the original's recipe), learning rate, batch and image sizes; weights other than
+    ImageNet's, other normalisation, reduced precision; and the epochs and training images
+    they used (the original's epochs are not known)."""
+    recipe: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in done:
+        run = r["run"]
+        recorded = {"learning_rate": run.learning_rate, "batch_size": run.batch_size,
+                    "resize": run.preprocessing.resize, "crop": run.preprocessing.crop}
+        changes = dict(run.recipe) | {k: v for k, v in recorded.items() if v and v != ORIGINAL_RECIPE[k]}
+        for key, value in changes.items():
+            recipe.setdefault((key, repr(value)), {"key": key, "value": value, "rows": []})["rows"].append(r)
+    precision = [r for r in done if r["run"].compute.get("precision", "32-true") != "32-true"]
+    return {"recipe": list(recipe.values()),
+            "weights": [r for r in done if r["transfer"] and r["run"].pretrained != "imagenet"],
+            "normalisation": [r for r in done if r["run"].preprocessing.normalisation != "imagenet"],
+            "precision": precision, "precisions": sorted({r["run"].compute["precision"] for r in precision}),
+            "epochs": sorted({r["run"].selected_epoch for r in done}),
+            "last_epochs": sorted({r["run"].epochs for r in done}),
+            "n_train": sorted({r["run"].n_train for r in done})}
+
+
+def original_view(rows: list[dict[str, Any]], tests: list[dict[str, Any]]) -> dict[str, Any]:
+    """This build beside the original report's Table 1, as facts: each row's counterpart;
+    the order of the comparable rows (finished, base recipe, with a counterpart) here and in
+    the original, and the rows whose place differs; for each architecture with both
+    variants, which one led here and in the original (`reversed` where that changed, with
+    this build's test); and what in this build's recipe differs from the original's."""
+    counterparts = [_original_counterpart(r) for r in rows]
+    comparable = [(r, c) for r, c in zip(rows, counterparts) if c and r["status"] == "ok"]
+    here = sorted(comparable, key=lambda rc: selection.rank_key(row_scores(rc[0])), reverse=True)
+    there = sorted(comparable, key=lambda rc: rc[1]["values"], reverse=True)
+    place = {id(r): i for i, (r, _) in enumerate(there)}
+    order = [{"row": r, "counterpart": c, "rank": i + 1, "original_rank": place[id(r)] + 1}
+             for i, (r, c) in enumerate(here)]
+    by_row = {id(r): c for r, c in comparable}
+    variants = []
+    for frozen, tuned in selection.variant_pairs([r for r, _ in comparable], row_scores):
+        test = find_test(tests, frozen["name"], tuned["name"])
+        gap, original_gap = (frozen["accuracy"] - tuned["accuracy"],
+                             by_row[id(frozen)]["values"][0] - by_row[id(tuned)]["values"][0])
+        variants.append({"frozen": frozen, "finetuned": tuned, "gap": gap, "original_gap": original_gap,
+                         "reversed": (gap > 0) != (original_gap > 0) and gap != 0,
+                         "substitute": by_row[id(frozen)]["substitute"],
+                         "original_title": by_row[id(frozen)]["title"], "test": test,
+                         "significant": bool(test and test["significant"])})
+    differences = _original_differences([r for r, _ in comparable])
+    return {"results": [c["values"] if c else None for c in counterparts], "counterparts": counterparts,
+            "counts": ORIGINAL_COUNTS, "order": order,
+            "original_order": sorted(order, key=lambda o: o["original_rank"]),
+            "moved": [o for o in order if o["rank"] != o["original_rank"]],
+            "variants": variants, "differences": differences,
+            "substitutes": [r for r, c in comparable if c["substitute"]]}
+
+
+# ----------------------------------------------------------------------------- efficiency
+
+
+TRAINING_PASS = 3  # a training step costs about three forward passes: forward, then backward (about twice)
+
+
+def training_compute(flops: int, flops_backbone: int, flops_head: int, n_train: int, n_val: int, epochs: float,
+                     frozen: bool, on_features: bool) -> float:
+    """Estimated FLOPs of a whole training run, validation included: every epoch trains on
+    `n_train` images and evaluates `n_val`. A frozen backbone gets no backward pass; on cached
+    features (`on_features`) it runs once over every image, and the epochs cost the head only."""
+    if frozen and on_features:
+        return flops_backbone * (n_train + n_val) + flops_head * (TRAINING_PASS * n_train + n_val) * epochs
+    if frozen:
+        return ((flops_backbone + TRAINING_PASS * flops_head) * n_train + flops * n_val) * epochs
+    return flops * (TRAINING_PASS * n_train + n_val) * epochs
+
+
+def efficiency_view(config: Config, rows: list[dict[str, Any]],
+                    architectures: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Parameters, FLOPs and CPU latency per architecture (its model summary), and per
+    finished experiment its training time (mean over seeds) beside its estimated training
+    compute, with the facts that say whether that estimate orders the times: `concordant` of
+    `pairs` experiment pairs where more compute took longer, the baseline against each
+    fine-tuned transfer experiment, and each architecture's frozen variant against its
+    fine-tuning. None without model summaries."""
+    summaries = {a["name"]: a["summary"] for a in architectures if a["summary"]}
+    if not summaries:
+        return None
+    archs = [a | {"head_share": a["summary"].params_head / a["summary"].params_total,
+                  "latency": {lat.batch: lat.ms_per_image for lat in a["summary"].efficiency.latency}}
+             for a in architectures if a["summary"]]
+    experiments = {e.name: e for e in config.experiments}
+    trained = []
+    for r in rows:
+        summary = summaries.get(r["architecture"])
+        if r["status"] != "ok" or summary is None:
+            continue
+        run, group, e = r["run"], r["group"], summary.efficiency
+        exp = experiments[r["name"]]
+        on_features = config.recipe(exp).trains_on_features(exp.frozen)
+        epochs = group["epochs"]["mean"] if group else run.epochs
+        same_size = run.preprocessing.crop == e.input_shape[-1]
+        trained.append({"row": r, "frozen": exp.frozen, "on_features": on_features, "epochs": epochs,
+                        "params_trained": run.params_trainable, "params_total": run.params_total, "flops": e.flops,
+                        "seconds": group["train_seconds"] if group else {"mean": run.train_seconds, "sd": 0.0, "n": 1},
+                        "compute": training_compute(e.flops, e.flops_backbone, e.flops_head, run.n_train, run.n_val,
+                                                    epochs, exp.frozen, on_features) if same_size else None,
+                        "device": run.device,
+                        # How many times the first stage shrinks the image's side (diagram shapes, 224 px input).
+                        "reduction": round(summary.input_shape[-1] / summary.stages[0].output_shape[-1])})
+    timed = [t for t in trained if t["compute"] is not None]
+    pairs = [(a, b) for i, a in enumerate(timed) for b in timed[i + 1:]
+             if a["compute"] != b["compute"] and a["seconds"]["mean"] != b["seconds"]["mean"]]
+    concordant = sum((a["compute"] > b["compute"]) == (a["seconds"]["mean"] > b["seconds"]["mean"]) for a, b in pairs)
+
+    def versus(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        return {"a": a, "b": b, "slower": a["seconds"]["mean"] > b["seconds"]["mean"],
+                "time_ratio": a["seconds"]["mean"] / b["seconds"]["mean"] if b["seconds"]["mean"] else None,
+                "flops_ratio": a["flops"] / b["flops"], "more_compute": a["compute"] > b["compute"],
+                "compute_ratio": a["compute"] / b["compute"], "fewer_params": a["params_total"] < b["params_total"],
+                "larger_maps": a["reduction"] < b["reduction"]}
+
+    baselines = [t for t in timed if not t["row"]["transfer"]]
+    baseline = [versus(baselines[0], t) for t in timed if t["row"]["transfer"] and not t["frozen"]] if baselines else []
+    variants = [versus(t, f) for t in timed if t["row"]["transfer"] and not t["frozen"]
+                for f in timed if f["frozen"] and f["row"]["architecture"] == t["row"]["architecture"]
+                and not f["row"]["recipe"] and not t["row"]["recipe"]]
+    # Fewer parameters yet more FLOPs per image: the pair where that gap in FLOPs is widest.
+    inverted = max(((a, b) for a in archs for b in archs if a["summary"].params_total < b["summary"].params_total
+                    and a["summary"].efficiency.flops > b["summary"].efficiency.flops),
+                   key=lambda p: p[0]["summary"].efficiency.flops / p[1]["summary"].efficiency.flops, default=None)
+    return {"architectures": archs, "trained": trained, "pairs": len(pairs), "concordant": concordant,
+            "inverted": {"a": inverted[0], "b": inverted[1],
+                         "flops_ratio": inverted[0]["summary"].efficiency.flops / inverted[1]["summary"].efficiency.flops}
+            if inverted else None,
+            "baseline": baseline, "variants": variants,
+            "frozen_trains_head": all(s.params_trainable_frozen == s.params_head
+                                      and s.params_trainable_finetuned == s.params_total for s in summaries.values()),
+            "comparable": len({t["device"] for t in trained}) <= 1,
+            "devices": sorted({t["device"] for t in trained}),
+            "machines": sorted({(s.efficiency.cpu, s.efficiency.threads) for s in summaries.values()}),
+            "training_pass": TRAINING_PASS}
+
+
+def calibration_view(rows: list[dict[str, Any]], statistics: Statistics,
+                     interpretation: dict[str, Any]) -> dict[str, Any] | None:
+    """ECE of each finished experiment (mean over seeds; its first seed's bins, overall mean
+    confidence and accuracy), whether it is below the rule's threshold, and that verdict for
+    each top-loss gallery, from the ECE of the run the gallery shows (the first seed)."""
+    rule = statistics.calibration
+    entries = {}
+    for r in rows:
+        first = r["stats"].get("calibration") if r["status"] == "ok" and r["stats"] else None
+        if first:
+            ece = r["group"]["ece"] if r["group"] else {"mean": first["ece"], "sd": 0.0, "n": 1}
+            entries[r["name"]] = {"row": r, "ece": ece, "first": first, "trusted": ece["mean"] < rule["trusted_below"],
+                                  "overconfident": first["mean_confidence"] > first["accuracy"]}
+    if not entries:
+        return None
+    galleries = [{"gallery": g, "entry": entries[g["row"]["name"]],
+                  "trusted": entries[g["row"]["name"]]["first"]["ece"] < rule["trusted_below"]}
+                 for g in interpretation["galleries"] if g["src"] and g["row"]["name"] in entries]
+    return {"rule": rule, "entries": list(entries.values()), "galleries": galleries,
+            "trusted": [e["row"] for e in entries.values() if e["trusted"]],
+            "untrusted": [e["row"] for e in entries.values() if not e["trusted"]],
+            "overconfident": [e["row"] for e in entries.values() if e["overconfident"]],
+            "underconfident": [e["row"] for e in entries.values() if not e["overconfident"]]}
 
 
 # ----------------------------------------------------------------------------- context
@@ -293,6 +487,39 @@ def _shown_path(source: str | None) -> str | None:
         return path.relative_to(Path.cwd()).as_posix()
     except ValueError:
         return path.name
+
+
+# Where files live on the build machine: not settings of the report, left out of its config table.
+LOCATION_KEYS = frozenset({"data.root", "output.report_dir", "output.runs_dir"})
+CONFIG_HASH_DIGITS = 16
+
+
+def config_changes(config: Config) -> list[dict[str, Any]]:
+    """The settings of `config` that differ from the defaults of config.py, in its order:
+    `section` ("" for top-level keys), `key`, `value`, `default`. LOCATION_KEYS are left out,
+    and so are the experiments, whose own keys the recipes table shows (`recipes`)."""
+    changes: list[dict[str, Any]] = []
+    defaults = Config()
+    for f in dataclasses.fields(Config):
+        if f.name in ("experiments", "source"):
+            continue
+        value, default = getattr(config, f.name), getattr(defaults, f.name)
+        if dataclasses.is_dataclass(value):
+            changes += [{"section": f.name, "key": sub.name,
+                         "value": getattr(value, sub.name), "default": getattr(default, sub.name)}
+                        for sub in dataclasses.fields(value)
+                        if getattr(value, sub.name) != getattr(default, sub.name)
+                        and f"{f.name}.{sub.name}" not in LOCATION_KEYS]
+        elif value != default:
+            changes.append({"section": "", "key": f.name, "value": value, "default": default})
+    return changes
+
+
+def config_hash(source: str | None) -> str | None:
+    """The first CONFIG_HASH_DIGITS hex digits of the SHA-256 of the config file's bytes."""
+    if not source or not Path(source).is_file():
+        return None
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:CONFIG_HASH_DIGITS]
 
 
 def build_context(config: Config, rows: list[dict[str, Any]], statistics: Statistics,
@@ -312,16 +539,17 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: Statis
     n_val_used = done[0]["run"].n_val if done else eda.splits["validation"]["total"]
     measured = [r["stats"] for r in done if r["stats"]]
     # Leaked images among those the runs validated on (a subset profile uses fewer).
-    leaked_used = n_val_used - measured[0]["leak_free"]["accuracy"]["n"] if measured else leakage
-    config_text = ""
-    if config.source and Path(config.source).is_file():
-        config_text = Path(config.source).read_text(encoding="utf-8")
+    leaked_used = measured[0]["n_leaked"] if measured else leakage
     return {
         "build_date": date.today(),
+        # The title block: the configured date or the build's, author and course when set.
+        "cover": {"date": config.report.day or date.today(), "author": config.report.author,
+                  "course": config.report.course},
         "random_weights": random_weights(rows),
         "subset": config.training.max_images_per_class,
         "config_source": _shown_path(config.source),
-        "config_text": config_text,
+        "config_hash": config_hash(config.source),
+        "config_changes": config_changes(config),
         "seed": config.seed,
         "seeds": config.run_seeds,
         "eda": eda,
@@ -354,6 +582,7 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: Statis
         "typical_margin": 1.96 * math.sqrt(0.95 * 0.05 / max(n_val_used, 1)),
         "comparisons": tests,
         "per_class": per_class,
+        "diagnoses": [diagnosis(r, {c["code"]: c for c in classes}) for r in done],
         "pending": [r for r in rows if r["status"] == "pending"],
         "failed": [r for r in rows if r["status"] == "failed"],
         "unreadable_results": [r for r in rows if r["status"] == "unreadable"],
@@ -361,9 +590,9 @@ def build_context(config: Config, rows: list[dict[str, Any]], statistics: Statis
                              per_class["shared"] if per_class else [], statistics.parameters),
         "figures": figure_entries(config, eda, rows, architectures),
         "interpretation": interpretation,
+        "efficiency": efficiency_view(config, rows, architectures),
+        "calibration": calibration_view(rows, statistics, interpretation),
         "versions": done[0]["run"].versions if done else {},
         "fingerprint": eda.dataset_fingerprint,
-        "original": {"results": [ORIGINAL_RESULTS.get((r["architecture"], r["frozen"] and r["transfer"]))
-                                 for r in rows],
-                     "counts": ORIGINAL_COUNTS},
+        "original": original_view(rows, tests),
     }

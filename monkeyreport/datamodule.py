@@ -18,8 +18,7 @@ validation reads the held-out ones; the validation split is then only predicted.
 index subsets of the same cached training crops.
 
 A damaged image cache is rebuilt with a one-line warning (`cache_problem` says what is
-detected). Backbone features of frozen experiments are computed in memory for each run
-(training.extract_features): there is no feature cache on disk to be damaged.
+detected). Backbone features of frozen experiments have their own cache (feature_cache.py).
 """
 
 from __future__ import annotations
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import lightning as L
+from filelock import FileLock
 import numpy as np
 import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
@@ -148,22 +148,25 @@ def image_cache_path(samples: list[Sample], preprocessing: Preprocessing, cache_
 def build_image_cache(path: Path, samples: list[Sample], preprocessing: Preprocessing,
                       max_pixels: int, num_workers: int) -> None:
     """Decode the crops of `samples` into `path`, unless a complete cache is there. A damaged
-    one is rebuilt, with one line saying so."""
+    one is rebuilt, with one line saying so. Workers sharing the runs folder (work_queue.py)
+    build it once: the first holds its lock, the others wait and find it complete."""
     shape = _cache_shape(samples, preprocessing)
-    problem = cache_problem(path, samples, shape)
-    if problem is None:
-        return
-    if path.exists() or _sidecar(path).exists():
-        log.warning(f"image cache {path} is damaged ({problem}); rebuilding it")
-    loader = make_loader(DecodedImages(samples, preprocessing, max_pixels), 64, "each_once", seed=0,
-                         num_workers=num_workers)
-    with results.atomic_path(path) as tmp:
-        images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
-        for batch, _, index in loader:
-            images[index.numpy()] = batch.numpy()
-        images.flush()
-        del images
-    results.write_json(_sidecar(path), _description(samples, shape))  # last: the cache is complete
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(path.with_name(path.name + ".lock")):
+        problem = cache_problem(path, samples, shape)
+        if problem is None:
+            return
+        if path.exists() or _sidecar(path).exists():
+            log.warning(f"image cache {path} is damaged ({problem}); rebuilding it")
+        loader = make_loader(DecodedImages(samples, preprocessing, max_pixels), 64, "each_once", seed=0,
+                             num_workers=num_workers)
+        with results.atomic_path(path) as tmp:
+            images = np.memmap(tmp, dtype=np.uint8, mode="w+", shape=shape)
+            for batch, _, index in loader:
+                images[index.numpy()] = batch.numpy()
+            images.flush()
+            del images
+        results.write_json(_sidecar(path), _description(samples, shape))  # last: the cache is complete
 
 
 def open_image_cache(path: Path, samples: list[Sample], preprocessing: Preprocessing) -> np.ndarray:

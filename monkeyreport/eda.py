@@ -11,6 +11,7 @@ import statistics
 import time
 from collections import Counter, defaultdict
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ import numpy as np
 from monkeyreport import results
 from monkeyreport.config import Config, resolve_data_root
 from monkeyreport.pipeline import Options, StageOutcome, timed
+from monkeyreport.species import species_names
 from monkeyreport.data import (
     SPLITS,
     DatasetLayout,
@@ -38,8 +40,9 @@ FIGURES = {
 }
 
 
-def run_eda(config: Config, show_progress: bool = True) -> results.EdaSummary:
-    """Analyse the dataset; write eda.json and the EDA figures; return what eda.json holds."""
+def run_eda(config: Config, show_progress: bool = True, templates_dir: Path | None = None) -> results.EdaSummary:
+    """Analyse the dataset; write eda.json and the EDA figures; return what eda.json holds.
+    `templates_dir`: the species table and figure words (default: as `render` finds its templates)."""
     layout = locate(resolve_data_root(config))
     entries = list_files(layout)
     records = scan(layout, entries, config.data.max_image_pixels, config.eda.workers, show_progress)
@@ -49,7 +52,7 @@ def run_eda(config: Config, show_progress: bool = True) -> results.EdaSummary:
         created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         figures=FIGURES,
     )
-    _draw_figures(layout, records, eda, config)
+    _draw_figures(layout, records, eda, config, templates_dir)
     eda.write(results.ReportFiles(config.report_dir).eda)
     return eda
 
@@ -57,7 +60,7 @@ def run_eda(config: Config, show_progress: bool = True) -> results.EdaSummary:
 def run_stage(config: Config, options: Options) -> StageOutcome:
     """The pipeline's eda stage."""
     start = time.perf_counter()
-    s = run_eda(config, options.show_progress)
+    s = run_eda(config, options.show_progress, options.templates)
     return StageOutcome(
         f"eda {timed(start)}: {s.splits['training']['total']} training, "
         f"{s.splits['validation']['total']} validation images, "
@@ -146,7 +149,8 @@ def _size_stats(usable: list[ImageRecord]) -> dict[str, Any]:
 
 
 def find_duplicates(usable: list[ImageRecord], near_distance: int) -> dict[str, Any]:
-    """Groups of identical (same bytes) or near-identical (perceptual hash) images."""
+    """Groups of identical (same SHA-256 of the file's bytes) or near-identical images (64-bit
+    perceptual hashes, imagehash.phash, at most `near_distance` bits apart), joined transitively."""
     n = len(usable)
     parent = list(range(n))
 
@@ -188,8 +192,10 @@ def find_duplicates(usable: list[ImageRecord], near_distance: int) -> dict[str, 
         })
     groups.sort(key=lambda g: (not g["cross_split"], g["files"][0]["file"]))
     cross = [g for g in groups if g["cross_split"]]
+    in_validation = [n for g in groups if (n := sum(f["split"] == "validation" for f in g["files"])) > 1]
     return {
         "near_distance": near_distance,
+        "hash_bits": 4 * len(usable[0].phash) if usable else 0,  # hex digits of the perceptual hash
         "groups": groups,
         "n_groups": len(groups),
         "n_exact_groups": sum(1 for g in groups if g["kind"] == "exact"),
@@ -198,25 +204,34 @@ def find_duplicates(usable: list[ImageRecord], near_distance: int) -> dict[str, 
         "n_validation_files_in_cross_split_groups": sum(
             1 for g in cross for f in g["files"] if f["split"] == "validation"),
         "n_mixed_class_groups": sum(1 for g in groups if len(g["classes"]) > 1),
+        # Copies of one photograph inside the validation split (EdaSummary.validation_copies):
+        # the groups, and the files beyond the first of each, which the statistics leave out.
+        "n_validation_copy_groups": len(in_validation),
+        "n_validation_repeats": sum(n - 1 for n in in_validation),
     }
 
 
 def _draw_figures(layout: DatasetLayout, records: list[ImageRecord], eda: results.EdaSummary,
-                  config: Config) -> None:
+                  config: Config, templates_dir: Path | None) -> None:
     from monkeyreport import figures  # matplotlib: only when there is something to draw
+    from monkeyreport.figure_words import figure_words
+    from monkeyreport.project import templates_for
 
+    templates = templates_dir or templates_for(Path.cwd())
+    words = figure_words(templates)
+    names = species_names(eda, templates)
     report_dir = config.report_dir
-    names = {c.code: c.display_name for c in layout.classes}
     figures.class_distribution(
-        {split: eda.splits[split]["per_class"] for split in SPLITS}, names,
+        {split: eda.splits[split]["per_class"] for split in SPLITS}, names, words,
         report_dir / FIGURES["class_distribution"],
     )
-    figures.sample_grid(_pick_samples(layout, records, config), report_dir / FIGURES["sample_grid"])
+    figures.sample_grid(_pick_samples(layout, records, config, names), report_dir / FIGURES["sample_grid"])
     sizes = {split: [(r.width, r.height) for r in records if r.ok and r.split == split] for split in SPLITS}
-    figures.image_sizes(sizes, report_dir / FIGURES["image_sizes"])
+    figures.image_sizes(sizes, words, report_dir / FIGURES["image_sizes"])
 
 
-def _pick_samples(layout: DatasetLayout, records: list[ImageRecord], config: Config) -> list[tuple[str, list]]:
+def _pick_samples(layout: DatasetLayout, records: list[ImageRecord], config: Config,
+                  names: dict[str, str]) -> list[tuple[str, list]]:
     """A seeded choice of training images per class, decoded at reduced size."""
     rng = random.Random(config.seed)
     rows = []
@@ -225,5 +240,5 @@ def _pick_samples(layout: DatasetLayout, records: list[ImageRecord], config: Con
         chosen = rng.sample(candidates, min(config.eda.samples_per_class, len(candidates)))
         images = [load_rgb(layout.root / r.relpath, SAMPLE_DECODE_SIZE, config.data.max_image_pixels)
                   for r in chosen]
-        rows.append((cls.display_name, images))
+        rows.append((names.get(cls.code, cls.display_name), images))
     return rows

@@ -2,23 +2,28 @@
 
 On a CPU the speed of a network depends on its memory layout and on bf16 autocast, and
 which setting is fastest depends on the network and on the processor. Measured with this
-project's five architectures (benchmarks/results.md): channels-last (NHWC) was faster than
-the default layout for nearly every one of them, in training and in inference, in fp32 and
-in bf16, on a Xeon with AMX and on one without (the exceptions were within measurement
-noise); bf16 autocast made most of them 1.5–5× faster
-with AMX and most of them slower without it (AVX-512 BF16 alone), with exceptions both ways.
+project's five architectures (benchmarks/results.md): bf16 autocast made most of them
+1.5–5× faster on a Xeon with AMX and most of them slower on one without (AVX-512 BF16
+alone), with exceptions both ways. Channels-last (NHWC) was faster than the default layout
+for most of them, but not for all: in the plain step loop of that table the default
+(contiguous) layout was the faster one for resnet34's frozen feature pass (7 % in fp32) and,
+in bf16, for efficientnet_b0's fine-tuning. Neither choice holds everywhere, so both are
+measured.
 
-So, on a CPU and in one process:
-- `[trainer] memory_format = "auto"` is channels-last;
-- `[trainer] precision = "auto"` is measured: a few training steps (or, for the frozen
-  feature pass, forward passes) of the architecture on random inputs of the run's shape,
-  in fp32 and in bf16 autocast, and the faster wins. bf16 is a candidate only where the CPU
-  has bf16 instructions (AVX-512 BF16 or AMX); elsewhere it is emulated and never wins. The
-  result is kept per machine in `runs/cache/fast_path.json`, so each choice is measured once.
+So, on a CPU and in one process, the "auto" values of `[trainer] precision` and
+`memory_format` are measured together: a few training steps (or, for the frozen feature
+pass, forward passes) of the architecture on random inputs of the run's shape, in every
+combination of the free candidates, and the fastest wins. The layouts are channels-last
+and contiguous; the precisions fp32 and bf16 autocast, bf16 only where the CPU has bf16
+instructions (AVX-512 BF16 or AMX): elsewhere it is emulated and never wins. A configured
+value is not measured, only the other one under it (the layout only under "32-true" or
+"bf16-mixed", the precisions the measurement runs; under any other precision it is
+contiguous). The result is kept per machine in `runs/cache/fast_path.json`, keyed by the
+pass and its candidates, so each choice is measured once.
 
 On a GPU, or with several processes (where every process must choose the same), "auto"
-means what it always meant: "32-true" and the default layout, so a GPU user's numbers do not
-change. A configured value other than "auto" is used as given, everywhere.
+means what it always meant: "32-true" and the default (contiguous) layout, so a GPU user's
+numbers do not change. A configured value other than "auto" is used as given, everywhere.
 """
 
 from __future__ import annotations
@@ -26,9 +31,10 @@ from __future__ import annotations
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -39,6 +45,9 @@ from monkeyreport.errors import MonkeyReportError
 AUTO = "auto"
 FP32 = "32-true"
 BF16 = "bf16-mixed"
+CHANNELS_LAST = "channels_last"
+CONTIGUOUS = "contiguous"
+LAYOUTS = (CHANNELS_LAST, CONTIGUOUS)  # in this order: a tie goes to channels-last
 Pass = Literal["training", "features"]  # a training step of the model, or a backbone forward
 
 
@@ -48,16 +57,21 @@ class ComputeSetting:
 
     precision: str  # a Lightning precision value
     memory_format: str  # "channels_last" or "contiguous"
-    chosen: str  # "configured", "measured", "no native bf16", "gpu", "several processes"
-    seconds_per_step: dict[str, float] = field(default_factory=dict)  # measured candidates
+    # How the precision was chosen: "configured", "measured", "no native bf16", "several
+    # processes" or the GPU type; an "auto" layout measured under it shows in seconds_per_step.
+    chosen: str
+    seconds_per_step: dict[str, float] = field(default_factory=dict)  # by setting_name, measured
 
     @property
     def channels_last(self) -> bool:
-        return self.memory_format == "channels_last"
+        return self.memory_format == CHANNELS_LAST
 
     def describe(self) -> str:
-        """One phrase for the console: "channels-last, bf16-mixed (measured)"."""
+        """One phrase for the console: "channels-last, bf16-mixed (measured)", or with only
+        the layout measured "contiguous (measured), bf16-mixed (configured)"."""
         layout = "channels-last" if self.channels_last else "contiguous"
+        if self.seconds_per_step and self.chosen != "measured":
+            layout += " (measured)"
         return f"{layout}, {self.precision} ({self.chosen})"
 
     def to_record(self) -> dict[str, object]:
@@ -91,33 +105,43 @@ def cpu_model() -> str:
 
 
 def choose(precision: str, memory_format: str, device_type: str, world_size: int,
-           measure: Callable[[str], float], cache: Path, key: str) -> tuple[ComputeSetting, bool]:
+           measure: Callable[[str, str], float], cache: Path, key: str) -> tuple[ComputeSetting, bool]:
     """The setting of one pass, and whether it was measured just now (so worth saying).
 
-    `precision` and `memory_format` are the configured values; `measure(precision)` gives
-    seconds per step of the pass with channels-last in that precision; `key` names the pass
+    `precision` and `memory_format` are the configured values; `measure(memory_format,
+    precision)` gives seconds per step of the pass in that setting; `key` names the pass
     (architecture, kind, shape) in the machine's entry of `cache`.
     """
-    if memory_format == AUTO:
-        memory_format = "channels_last" if device_type == "cpu" else "contiguous"
+    if device_type != "cpu" or world_size > 1:
+        unmeasured = device_type if device_type != "cpu" else "several processes"
+        return ComputeSetting(FP32 if precision == AUTO else precision,
+                              CONTIGUOUS if memory_format == AUTO else memory_format,
+                              unmeasured if precision == AUTO else "configured"), False
     if precision != AUTO:
-        return ComputeSetting(precision, memory_format, "configured"), False
-    if device_type != "cpu":
-        return ComputeSetting(FP32, memory_format, device_type), False
-    if world_size > 1:
-        return ComputeSetting(FP32, memory_format, "several processes"), False
-    if not bf16_is_native():
-        return ComputeSetting(FP32, memory_format, "no native bf16"), False
-    known = _read_cache(cache).get(machine_key(), {}).get(key)
+        precisions, chosen = (precision,), "configured"
+    elif bf16_is_native():
+        precisions, chosen = (FP32, BF16), "measured"
+    else:
+        precisions, chosen = (FP32,), "no native bf16"
+    if memory_format != AUTO:
+        layouts: tuple[str, ...] = (memory_format,)
+    else:
+        layouts = LAYOUTS if precisions[0] in (FP32, BF16) else (CONTIGUOUS,)
+    candidates = [(layout, p) for layout in layouts for p in precisions]
+    if len(candidates) == 1:
+        return ComputeSetting(precisions[0], layouts[0], chosen), False
+    # The candidates are part of the key: a pass measured over other ones is measured again.
+    key = f"{key} [{', '.join(setting_name(*c) for c in candidates)}]"
+    known = _recorded(cache, key, candidates)
     if known:
-        return ComputeSetting(known["precision"], memory_format, "measured", known["seconds_per_step"]), False
-    seconds = {candidate: round(measure(candidate), 4) for candidate in (FP32, BF16)}
-    fastest = min(seconds, key=seconds.__getitem__)
-    _remember(cache, key, {"precision": fastest, "seconds_per_step": seconds})
-    return ComputeSetting(fastest, memory_format, "measured", seconds), True
+        return ComputeSetting(known["precision"], known["memory_format"], chosen, known["seconds_per_step"]), False
+    seconds = {setting_name(*c): round(measure(*c), 4) for c in candidates}
+    layout, fastest = min(candidates, key=lambda c: seconds[setting_name(*c)])
+    _remember(cache, key, {"memory_format": layout, "precision": fastest, "seconds_per_step": seconds})
+    return ComputeSetting(fastest, layout, chosen, seconds), True
 
 
-def _read_cache(path: Path) -> dict[str, dict[str, dict]]:
+def _read_cache(path: Path) -> dict[str, Any]:
     try:
         data = results.read_json_if_exists(path)
     except (OSError, MonkeyReportError):  # a damaged cache is measured again, not an error
@@ -125,9 +149,22 @@ def _read_cache(path: Path) -> dict[str, dict[str, dict]]:
     return data if isinstance(data, dict) else {}
 
 
+def _recorded(path: Path, key: str, candidates: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """The cached choice of `key` on this machine, or None where there is none (or one that
+    does not fit the candidates: measured again, not an error)."""
+    machine = _read_cache(path).get(machine_key())
+    entry = machine.get(key) if isinstance(machine, dict) else None
+    if (isinstance(entry, dict) and (entry.get("memory_format"), entry.get("precision")) in candidates
+            and isinstance(entry.get("seconds_per_step"), dict)):
+        return entry
+    return None
+
+
 def _remember(path: Path, key: str, entry: dict[str, object]) -> None:
     data = _read_cache(path)
-    data.setdefault(machine_key(), {})[key] = entry
+    if not isinstance(data.get(machine_key()), dict):
+        data[machine_key()] = {}
+    data[machine_key()][key] = entry
     results.write_json(path, data)
 
 

@@ -2,12 +2,15 @@
 
 Each finding is a `kind` plus the rows and numbers it rests on; a template macro turns it
 into sentences. A claim is made only where its rule holds: "better" only with a comparison
-significant after Holm's correction, a parameters trend only over enough architectures. Reads the rows of
+significant after Holm's correction, a parameters trend only over enough architectures, a
+confusion "shared" only by distinct architectures with enough photographs each, a rise of the
+validation loss reported with how much accuracy it cost. Reads the rows of
 context.experiment_rows and the tests of stats.json; no torch.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from monkeyreport import selection
@@ -15,6 +18,12 @@ from monkeyreport.results import Statistics
 
 FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
 OVERFITTING_RISE = 1.1  # validation loss 10 % above its minimum by the last epoch
+# A confused pair is a difficulty of the data, not of one model, when experiments of this many
+# distinct architectures each misclassify at least this many distinct photographs between the two
+# species (two variants of one architecture share its weights and errors; one or two photographs
+# are anecdotes).
+SHARED_MIN_ARCHITECTURES = 2
+SHARED_MIN_IMAGES = 3
 
 
 def row_scores(row: dict[str, Any]) -> selection.Entry:
@@ -45,6 +54,84 @@ def find_test(tests: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | N
     return None
 
 
+# ----------------------------------------------------------------------------- confusions and curves
+
+
+def shared_confusions(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Species pairs among the most confused (stats.json, each photograph once) of several
+    finished experiments. `shared`: those that meet the rule (SHARED_MIN_ARCHITECTURES distinct
+    architectures, each with an experiment that misclassifies SHARED_MIN_IMAGES photographs or
+    more between the pair); `repeated`: the others listed by two or more experiments, with why
+    they fall short (`reason` "one_architecture" or "few_images"). Each entry: `pair` (codes),
+    `rows` (the experiments listing it), `errors` (theirs), `supporting` (those with enough)."""
+    seen: dict[tuple[str, str], list[tuple[dict[str, Any], int]]] = {}
+    for r in rows:
+        if r.get("stats"):
+            for p in r["stats"]["most_confused"]:
+                seen.setdefault(tuple(p["pair"]), []).append((r, p["errors"]))
+    shared, repeated = [], []
+    for pair, members in seen.items():
+        if len(members) < 2:
+            continue
+        supporting = [r for r, errors in members if errors >= SHARED_MIN_IMAGES]
+        entry = {"pair": list(pair), "rows": [r for r, _ in members], "errors": [e for _, e in members],
+                 "supporting": supporting}
+        if len({r["architecture"] for r in supporting}) >= SHARED_MIN_ARCHITECTURES:
+            shared.append(entry)
+        else:
+            one = len({r["architecture"] for r, _ in members}) < SHARED_MIN_ARCHITECTURES
+            repeated.append(entry | {"reason": "one_architecture" if one else "few_images"})
+    for entries in (shared, repeated):
+        entries.sort(key=lambda s: (-len(s["rows"]), -sum(s["errors"])))
+    return {"shared": shared, "repeated": repeated,
+            "rule": {"min_architectures": SHARED_MIN_ARCHITECTURES, "min_images": SHARED_MIN_IMAGES}}
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def curve_facts(row: dict[str, Any]) -> dict[str, Any] | None:
+    """What the epoch history (its first seed) says: the epoch of lowest validation loss
+    (`best`, the first on a tie) and the last, each with validation loss and accuracy,
+    training accuracy and the train–validation accuracy gap (None where history.csv has no
+    training accuracy); how much the loss rose after its minimum, and the validation images
+    that accuracy lost meanwhile. Under holdout selection the "validation" of the history is
+    the held-out training images (`n` counts those). None without a history."""
+    history = row["history"]
+    if not history:
+        return None
+    chosen = row["run"].selection
+    holdout = chosen.get("mode") == "holdout"
+    n = int(chosen.get("n_holdout") or 0) if holdout else row["run"].n_val
+
+    def at(h: dict[str, float]) -> dict[str, Any]:
+        train = _finite(h.get("train_accuracy"))
+        return {"epoch": int(h["epoch"]), "val_loss": h["val_loss"], "val_accuracy": h["val_accuracy"],
+                "train_accuracy": train, "gap": None if train is None else train - h["val_accuracy"]}
+
+    best, last = at(min(history, key=lambda h: h["val_loss"])), at(history[-1])
+    return {"best": best, "last": last, "holdout": holdout, "n": n, "seed": row.get("seed"),
+            "loss_rise": last["val_loss"] / best["val_loss"] - 1 if best["val_loss"] > 0 else 0.0,
+            "images_lost": round((best["val_accuracy"] - last["val_accuracy"]) * n)}
+
+
+def diagnosis(row: dict[str, Any], species: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """One finished experiment as the interpretation reads it: its weakest species (lowest F1,
+    then lowest recall; the first on a tie) with what its photographs are most often taken
+    for (`species`: code -> the template's species entry), and its curves (`curve_facts`)."""
+    def named(code: str) -> dict[str, str]:
+        return species.get(code, {"latin": code})
+
+    per_class = row["stats"]["per_class"] if row.get("stats") else []
+    weakest = min(per_class, key=lambda c: (c["f1"], c["recall"]), default=None)
+    if weakest is not None:
+        taken = weakest.get("mistaken_for")
+        weakest = weakest | {"species": named(weakest["class"]),
+                             "taken_for": taken and taken | {"species": named(taken["class"])}}
+    return {"row": row, "weakest": weakest, "curves": curve_facts(row)}
+
+
 # ----------------------------------------------------------------------------- findings
 
 
@@ -73,11 +160,12 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
     out += _freezing(done, tests)
     out += _recipe_gaps(done, tests)
     out += _baseline(done, tests)
-    rising = [o for o in map(_overfitting, done) if o]
+    rising = [o for o in (_overfitting(r, done) for r in done) if o]
     if rising:
         out.append({"kind": "overfitting", "runs": rising})
     if shared_confusions:
-        out.append({"kind": "confusions", "pairs": shared_confusions[:3]})
+        out.append({"kind": "confusions", "pairs": shared_confusions[:3],
+                    "min_architectures": SHARED_MIN_ARCHITECTURES, "min_images": SHARED_MIN_IMAGES})
     out += _parameter_trend(done, trend)
     chance = 1 / num_classes if num_classes else 0.0
     near_chance = [r for r in done if r["accuracy"] < FAILED_TO_LEARN_FACTOR * chance]
@@ -88,9 +176,25 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
                for r in done if r["group"] and r["stats"] and r["stats"]["leak_free"]["accuracy"]["n"]]
     if n_leaked and changes:
         deltas = [c["delta"] for c in changes]
+        remembered = memorisation(done)
         out.append({"kind": "leakage", "n_leaked": n_leaked, "changes": changes,
                     "n_clean": changes[0]["row"]["stats"]["leak_free"]["accuracy"]["n"],
-                    "min": min(deltas), "max": max(deltas)})
+                    "min": min(deltas), "max": max(deltas), "memorisation": remembered,
+                    "widest": max(remembered, key=lambda m: m["difference"], default=None)})
+    return out
+
+
+def memorisation(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per finished experiment with both kinds of image: its accuracy (mean over seeds) on the
+    validation photographs with a copy in training and on the others, and the difference."""
+    out = []
+    for r in done:
+        counts = [r["stats"][subset]["accuracy"]["n"] for subset in ("leaked", "leak_free")] if r["stats"] else [0]
+        if r["group"] and all(counts):
+            leaked, clean = r["group"]["leaked"]["accuracy"]["mean"], r["group"]["leak_free"]["accuracy"]["mean"]
+            out.append({"row": r, "leaked": leaked, "clean": clean, "difference": leaked - clean,
+                        "n_leaked": r["stats"]["leaked"]["accuracy"]["n"],
+                        "n_clean": r["stats"]["leak_free"]["accuracy"]["n"]})
     return out
 
 
@@ -102,7 +206,9 @@ def _freezing(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[d
         if test and test["significant"]:
             winner = "frozen" if frozen["accuracy"] > tuned["accuracy"] else "finetuned"
         out.append({"kind": "freezing", "title": frozen["label"], "frozen": frozen,
-                    "finetuned": tuned, "test": test, "winner": winner})
+                    "finetuned": tuned, "test": test, "winner": winner,
+                    "n_seeds": len(test["seeds"]) if test else 1,
+                    "recipe_of": tuned if tuned["recipe"] else (frozen if frozen["recipe"] else None)})
     return out
 
 
@@ -128,19 +234,29 @@ def _recipe_gaps(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> lis
     return out
 
 
-def _overfitting(row: dict[str, Any]) -> dict[str, Any] | None:
-    """The epoch of lowest validation loss when the loss then rose by a tenth or more by the
-    last epoch: the run went on past its best point (a likely cause of a weaker result). Not
-    for a run that kept its best held-out epoch: its result is not the last epoch's."""
-    history = row["history"]
-    if len(history) < 3 or row["run"].selection.get("mode") == "holdout":
+def _overfitting(row: dict[str, Any], done: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A run whose validation loss rose by a tenth or more from its minimum to the last
+    epoch, with how large each effect is: the rise, the validation images its accuracy lost
+    meanwhile (`curve_facts`) and, where the other variant of its architecture did better on
+    the same seed, how many of the images between them stopping at the minimum would have
+    recovered (`share`: "none", "part" under half, "most", "all"). Not for a run that kept its
+    best held-out epoch: its result is not the last epoch's."""
+    curves = curve_facts(row)
+    if (curves is None or len(row["history"]) < 3 or curves["holdout"]
+            or curves["best"]["epoch"] == curves["last"]["epoch"]
+            or curves["loss_rise"] < OVERFITTING_RISE - 1):
         return None
-    best = min(history, key=lambda h: h["val_loss"])
-    last = history[-1]
-    if best is last or last["val_loss"] < OVERFITTING_RISE * best["val_loss"]:
-        return None
-    return {"row": row, "best_epoch": int(best["epoch"]), "last_epoch": int(last["epoch"]),
-            "best_loss": best["val_loss"], "last_loss": last["val_loss"]}
+    out = {"row": row, "curves": curves, "partner": None}
+    for frozen, tuned in selection.variant_pairs(done, row_scores):
+        other = tuned if frozen is row else (frozen if tuned is row else None)
+        if other is None or other.get("seed") != row.get("seed") or other["run"].accuracy <= row["run"].accuracy:
+            continue
+        behind = round((other["run"].accuracy - row["run"].accuracy) * row["run"].n_val)
+        lost = curves["images_lost"]
+        share = "none" if lost <= 0 else ("all" if lost >= behind else ("most" if 2 * lost >= behind else "part"))
+        out["partner"] = {"row": other, "behind": behind, "share": share}
+        break
+    return out
 
 
 def _baseline(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ This module imports neither torch nor matplotlib: deciding that nothing changed 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -72,13 +73,14 @@ METRICS = "{runs}/{run}/metrics.json"
 PREDICTIONS = "{runs}/{run}/predictions.csv"
 HISTORY = "{runs}/{run}/history.csv"
 SPECIES = "{templates}/species.toml"
+FIGURE_WORDS = "{templates}/figures.toml"
 SUMMARY = "{report}/models/{architecture}.json"
 
 STAGES: tuple[Stage, ...] = (
     Stage("eda", "counts, sizes, formats, odd files and duplicates of the dataset; the data figures",
           "monkeyreport.eda:run_stage",
-          reads=(Dep("dataset"),), params=("seed", "data.max_image_pixels", "eda"),
-          code=("eda.py", "data.py", "figures.py"), version=results.EDA_SCHEMA,
+          reads=(Dep("dataset"), Dep(SPECIES), Dep(FIGURE_WORDS)), params=("seed", "data.max_image_pixels", "eda"),
+          code=("eda.py", "data.py", "figures.py", "species.py", "figure_words.py"), version=results.EDA_SCHEMA,
           writes=(EDA_JSON, "{report}/figures/class_distribution.png", "{report}/figures/sample_grid.jpg",
                   "{report}/figures/image_sizes.png")),
     # Training declares no code: a refactoring must not retrain hours of runs. A change that
@@ -89,37 +91,39 @@ STAGES: tuple[Stage, ...] = (
           code=(), version=results.RESULTS_SCHEMA,
           writes=(METRICS, PREDICTIONS, HISTORY, "{runs}/{run}/checkpoints/last.ckpt",
                   "{runs}/{run}/checkpoints/best.ckpt")),
-    Stage("summaries", "stages, shapes and parameters of each configured architecture",
+    Stage("summaries", "stages, shapes, parameters, FLOPs and CPU latency of each configured architecture",
           "monkeyreport.summaries:run_stage",
-          reads=(), params=("experiments.architecture",),
-          code=("summaries.py", "models.py", "architectures.py"), version=results.SUMMARY_SCHEMA,
+          reads=(), params=("experiments.architecture", "experiments.training", "training.crop"),
+          code=("summaries.py", "models.py", "architectures.py", "fast_path.py"), version=results.SUMMARY_SCHEMA,
           writes=(SUMMARY,)),
     Stage("interpret", "top-loss galleries, Grad-CAM and training/validation duplicate pairs",
           "monkeyreport.interpret:run_stage",
           reads=(Dep("dataset"), Dep(EDA_JSON), Dep(METRICS), Dep(PREDICTIONS), Dep("{runs}/{run}/run.json"),
                  Dep("{runs}/{run}/checkpoints/last.ckpt", "stat"), Dep("{runs}/{run}/checkpoints/best.ckpt", "stat"),
-                 Dep(SPECIES)),
+                 Dep(SPECIES), Dep(FIGURE_WORDS)),
           params=("seeds", "experiments"),
           code=("interpret.py", "figures.py", "models.py", "architectures.py", "selection.py", "run_state.py",
-                "report_figures.py", "species.py"),
+                "report_figures.py", "species.py", "figure_words.py"),
           version=results.INTERPRET_SCHEMA,
           writes=("{report}/interpret/interpret.json", "{report}/interpret/*.jpg"), after=("eda", "train")),
-    Stage("stats", "bootstrap intervals, duplicate-free metrics, McNemar tests, per-class metrics",
+    Stage("stats", "bootstrap intervals, duplicate-free metrics, McNemar tests, per-class metrics, calibration",
           "monkeyreport.stats:run_stage",
           reads=(Dep(EDA_JSON), Dep(METRICS), Dep(PREDICTIONS)), params=("seed", "seeds", "experiments"),
-          code=("stats.py", "selection.py", "architectures.py"), version=results.STATS_SCHEMA,
+          code=("stats.py", "calibration.py", "selection.py", "architectures.py"), version=results.STATS_SCHEMA,
           writes=("{report}/stats/stats.json",), after=("eda", "train")),
-    Stage("figures", "diagrams, confusion matrices, training curves and per-seed results of the report",
+    Stage("figures", "diagrams, confusion matrices, training curves, per-seed results and reliability diagrams",
           "monkeyreport.report_figures:run_stage",
-          reads=(Dep(EDA_JSON), Dep(SUMMARY), Dep(METRICS), Dep(HISTORY), Dep(SPECIES)),
+          reads=(Dep(EDA_JSON), Dep(SUMMARY), Dep(METRICS), Dep(HISTORY), Dep("{report}/stats/stats.json"),
+                 Dep(SPECIES), Dep(FIGURE_WORDS)),
           params=("seeds", "experiments"),
-          code=("report_figures.py", "figures.py", "selection.py", "architectures.py", "run_state.py", "species.py"),
+          code=("report_figures.py", "figures.py", "selection.py", "architectures.py", "run_state.py", "species.py",
+                "figure_words.py"),
           version=results.FIGURES_SCHEMA,
           writes=("{report}/figures/figures.json", "{report}/figures/cnn_schematic.png",
                   "{report}/figures/transfer_learning.png", "{report}/figures/arch_*.png",
                   "{report}/figures/confusion_*.png", "{report}/figures/training_curves.png",
-                  "{report}/figures/seeds.png"),
-          after=("eda", "train", "summaries")),
+                  "{report}/figures/seeds.png", "{report}/figures/reliability.png"),
+          after=("eda", "train", "summaries", "stats")),
     Stage("render", "report.html and report.pdf from the templates and the files above",
           "monkeyreport.render:run_stage",
           reads=(Dep("{templates}/**"), Dep("config"), Dep(EDA_JSON), Dep("{report}/stats/stats.json"),
@@ -134,7 +138,7 @@ STAGES: tuple[Stage, ...] = (
 )
 STAGE_NAMES = tuple(s.name for s in STAGES)
 RENDER_STAGES = ("stats", "figures", "render")  # what `render` and `preview` run: no torch
-CONFIG_SECTIONS = ("seed", "seeds", "data", "output", "eda", "training", "trainer", "experiments")
+CONFIG_SECTIONS = ("seed", "seeds", "data", "output", "eda", "training", "trainer", "experiments", "report")
 FORMATS = {"both": ("html", "pdf"), "html": ("html",), "pdf": ("pdf",)}
 MAX_REASONS = 6  # `status` names this many changed inputs of a stage, then counts the rest
 
@@ -162,6 +166,15 @@ def downstream(name: str) -> list[str]:
     return [s for s in STAGE_NAMES if s in below]
 
 
+def upstream(name: str) -> list[str]:
+    """The stages `name` runs after, directly or not, in table order."""
+    above = set(next(s for s in STAGES if s.name == name).after)
+    for s in reversed(STAGES):
+        if s.name in above:
+            above |= set(s.after)
+    return [s for s in STAGE_NAMES if s in above]
+
+
 # ----------------------------------------------------------------------------- options
 
 
@@ -175,6 +188,7 @@ class Options:
     fmt: str = "both"
     strict: bool = False
     echo: Callable[[str], None] = print
+    started: float = field(default_factory=time.time)  # a run that failed since is not tried again
 
     @cached_property
     def templates(self) -> Path:
@@ -194,6 +208,7 @@ class StageOutcome:
     problems: list[str] = field(default_factory=list)  # result files that could not be read
     outputs: list[Path] = field(default_factory=list)  # the documents written (render)
     reason: str = ""  # why it is incomplete, for `status`
+    stop: bool = False  # the stages after it wait for another worker (train: runs held elsewhere)
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -402,6 +417,7 @@ class PipelineOutcome:
     failed: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
+    stopped: bool = False  # at a stage that waits for another worker
 
 
 def run(config: Config, options: Options | None = None, names: Iterable[str] = STAGE_NAMES,
@@ -417,13 +433,16 @@ def run(config: Config, options: Options | None = None, names: Iterable[str] = S
     for s in STAGES:
         if s.name not in names:
             continue
-        digests = inputs.of(s)
-        stamp = Stamp.read(config, s.name)
-        if not (options.force or s.name in forced or why_stale(stamp, digests, inputs.outputs(s))):
-            line = f"{s.name} unchanged, skipped"
-        else:
-            result = _runner(s)(config, options)
-            Stamp(s.name, digests, inputs.outputs(s), result.complete, result.reason).write(config)
+        with _one_worker(config, s):
+            digests = inputs.of(s)
+            stamp = Stamp.read(config, s.name)
+            if not (options.force or s.name in forced or why_stale(stamp, digests, inputs.outputs(s))):
+                line = f"{s.name} unchanged, skipped"
+                result = None
+            else:
+                result = _runner(s)(config, options)
+                Stamp(s.name, digests, inputs.outputs(s), result.complete, result.reason).write(config)
+        if result is not None:
             outcome.ran.append(s.name)
             outcome.failed += result.failed
             outcome.problems += result.problems
@@ -431,7 +450,22 @@ def run(config: Config, options: Options | None = None, names: Iterable[str] = S
             line = result.line
         outcome.lines.append(line)
         options.echo(line)
+        if result is not None and result.stop:
+            outcome.stopped = True
+            break
     return outcome
+
+
+def _one_worker(config: Config, s: Stage) -> contextlib.AbstractContextManager:
+    """Workers of one runs folder (work_queue.py) run each stage but training one at a time:
+    the first runs it, the others wait and find it fresh. Training shares out its runs."""
+    if s.name == "train":
+        return contextlib.nullcontext()
+    from filelock import FileLock
+
+    lock = results.ReportFiles(config.report_dir).stage_lock
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(lock)
 
 
 def render_report(config: Config, options: Options, force: bool = True) -> PipelineOutcome:

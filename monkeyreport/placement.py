@@ -1,8 +1,9 @@
 """Where and how the runs compute: processes and device from `[trainer]` and the launch
 environment, and the memory format and precision of each experiment's network pass.
 
-On a CPU the pass runs channels-last and in the faster of fp32 and bf16 autocast measured for
-the architecture (fast_path.py); `compute_setting` makes that choice per experiment.
+On a CPU the pass runs in the fastest layout (channels-last or contiguous) and precision (fp32
+or bf16 autocast) measured for the architecture (fast_path.py); `compute_setting` makes that
+choice per experiment.
 """
 
 from __future__ import annotations
@@ -63,17 +64,18 @@ def compute_setting(config: Config, experiment: ExperimentConfig, num_classes: i
     t = config.training
     kind: fast_path.Pass = "features" if t.trains_on_features(experiment.frozen) else "training"
 
-    def measure(precision: str) -> float:
+    def measure(memory_format: str, precision: str) -> float:
         with torch.random.fork_rng():  # a throwaway model: the run's random stream stays as it was
             model = create(experiment.architecture, num_classes, "none", experiment.frozen).model
             return fast_path.seconds_per_step(model.backbone if kind == "features" else model, kind,
-                                              t.batch_size, t.crop, num_classes, precision)
+                                              t.batch_size, t.crop, num_classes, precision,
+                                              channels_last=memory_format == fast_path.CHANNELS_LAST)
 
     key = fast_path.pass_key(experiment.architecture, kind, experiment.frozen, t.batch_size, t.crop)
     setting, measured = fast_path.choose(config.trainer.precision, config.trainer.memory_format,
                                          placement.device_type, placement.world_size, measure,
                                          CacheFiles(config.runs_dir).fast_path, key)
     if measured and announce:
-        timings = ", ".join(f"{p} {s:.2f} s" for p, s in setting.seconds_per_step.items())
+        timings = ", ".join(f"{name} {s:.2f} s" for name, s in setting.seconds_per_step.items())
         notice(f"{experiment.architecture} ({kind}) on this CPU: {timings} per step -> {setting.describe()}")
     return setting

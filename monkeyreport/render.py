@@ -12,7 +12,7 @@ import re
 import traceback
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ class RenderOutcome:
     pending: list[str]
     failed: list[str]
     problems: list[str]  # one line per result file that could not be read
+    loose_pages: list[int] = field(default_factory=list)  # PDF pages more than MAX_EMPTY empty
 
     def summary(self) -> str:
         extra = ""
@@ -48,6 +49,8 @@ class RenderOutcome:
             extra += f", {len(self.failed)} failed"
         if self.problems:
             extra += f", {len(self.problems)} unreadable result file(s)"
+        if self.loose_pages:
+            extra += f", page(s) {', '.join(map(str, self.loose_pages))} more than a third empty"
         return f"render done in {self.seconds:.1f} s{extra} -> {', '.join(str(p) for p in self.outputs)}"
 
 
@@ -193,17 +196,258 @@ def url_fetcher(roots: list[Path]):
     return _url_fetcher_class()(roots)
 
 
-def write_pdf(html: str, report_dir: Path, templates_dir: Path, path: Path) -> None:
+def write_pdf(html: str, report_dir: Path, templates_dir: Path, path: Path) -> list[PageFill]:
+    """Lay the report out (`paginate`), write it and return how full each page is."""
+    document, fills = paginate(html, report_dir, templates_dir)
+    with results.atomic_path(path) as tmp:
+        document.write_pdf(tmp)
+    return fills
+
+
+# ----------------------------------------------------------------------------- page layout
+#
+# WeasyPrint has no floats at the top of a page: a figure that does not fit in what is left
+# of a page moves whole to the next one and leaves a gap. `paginate` lays the document out,
+# finds the first page left more than MAX_EMPTY empty by such a figure, moves the blocks
+# around that figure as LaTeX would float it, and lays it out again, one page per pass.
+# Only the PDF's order changes; report.html keeps the order of the templates.
+
+MAX_EMPTY = 1 / 3  # the most of a page's content area that may stay empty, unless a chapter follows
+FORCED_BREAKS = frozenset({"page", "left", "right", "recto", "verso"})
+HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
+FLOW_PARENTS = frozenset({"section", "main", "body"})  # a figure moves among the children of these
+HYPHENATED = re.compile(r"\w+(?:-\w+)+")
+
+
+@dataclass(frozen=True)
+class PageFill:
+    number: int  # 1-based
+    empty: float  # fraction of the content area below the page's lowest line, image or table row
+    chapter_follows: bool  # the next page starts with a forced break (an appendix), or there is none
+
+    @property
+    def loose(self) -> bool:
+        return self.empty > MAX_EMPTY and not self.chapter_follows
+
+
+@dataclass
+class _Page:
+    """One laid-out page: the outermost box of each element on it, its lines, images and
+    table rows (each with the boxes above it), the bottom of its content and of its
+    content area."""
+
+    blocks: dict[Any, list[Any]]
+    leaves: list[tuple[Any, tuple[Any, ...]]]
+    bottom: float
+    limit: float
+    height: float
+
+    def first_leaf(self) -> tuple[Any, tuple[Any, ...]] | None:
+        return self.leaves[0] if self.leaves else None
+
+    def height_of(self, element) -> float:
+        return sum(box.margin_height() for box in self.blocks.get(element, ()))
+
+
+def _page(page) -> _Page:
+    from weasyprint.formatting_structure import boxes
+
+    blocks: dict[Any, list[Any]] = {}
+    leaves: list[tuple[Any, tuple[Any, ...]]] = []
+
+    def walk(box, above: tuple[Any, ...]) -> None:
+        if not above or box.element is not above[-1].element:
+            blocks.setdefault(box.element, []).append(box)
+        if isinstance(box, (boxes.LineBox, boxes.ReplacedBox, boxes.TableRowBox)):
+            leaves.append((box, above))
+        for child in getattr(box, "children", ()):
+            if isinstance(child, boxes.Box):
+                walk(child, above + (box,))
+
+    page_box = page._page_box
+    for child in page_box.children:
+        if not isinstance(child, boxes.MarginBox):
+            walk(child, ())
+    top = page_box.content_box_y()
+    bottom = max((b.position_y + b.margin_height() for b, _ in leaves), default=top)
+    return _Page(blocks, leaves, bottom, top + page_box.height, page_box.height)
+
+
+def _starts_chapter(page: _Page, before: _Page) -> bool:
+    """Whether `page` begins with a forced break: one of the boxes above its first line
+    (or image) starts on it and has `break-before: page`."""
+    first = page.first_leaf()
+    if first is None:
+        return False
+    return any(b.style["break_before"] in FORCED_BREAKS and b.element not in before.blocks
+               for b in first[1] + (first[0],))
+
+
+def page_fills(document) -> list[PageFill]:
+    """How empty each page of a laid-out WeasyPrint document is."""
+    pages = [_page(p) for p in document.pages]
+    return _fills(pages)
+
+
+def _fills(pages: list[_Page]) -> list[PageFill]:
+    return [PageFill(n, (p.limit - p.bottom) / p.height,
+                     n == len(pages) or _starts_chapter(pages[n], p))
+            for n, p in enumerate(pages, start=1)]
+
+
+def paginate(html: str, report_dir: Path, templates_dir: Path,
+             max_passes: int = 16) -> tuple[Any, list[PageFill]]:
+    """The WeasyPrint document of `html` with figures floated so that no page is more than
+    MAX_EMPTY empty where text can fill it, and the fill of each page. Hyphenated words in
+    table cells ("fine-tuning", "EfficientNet-Lite0") do not break at their hyphen."""
     import logging
+    import xml.etree.ElementTree as ET
 
     from weasyprint import HTML
 
     logging.getLogger("weasyprint").setLevel(logging.ERROR)
     logging.getLogger("fontTools").setLevel(logging.ERROR)
     fetcher = url_fetcher([report_dir, templates_dir])
-    document = HTML(string=html, base_url=report_dir.resolve().as_uri() + "/", url_fetcher=fetcher)
-    with results.atomic_path(path) as tmp:
-        document.write_pdf(tmp)
+    base_url = report_dir.resolve().as_uri() + "/"
+
+    def parsed(text: str):
+        return HTML(string=text, base_url=base_url, url_fetcher=fetcher)
+
+    def serialised(root) -> str:
+        return "<!DOCTYPE html>\n" + ET.tostring(root, encoding="unicode", method="html")
+
+    root = parsed(html).etree_element
+    for cell in root.iter():
+        if cell.tag in ("td", "th"):
+            _keep_hyphenated(cell)
+    source = parsed(serialised(root))
+    handled: set[str] = set()
+    for _ in range(max_passes):
+        document = source.render()
+        pages = [_page(p) for p in document.pages]
+        fills = _fills(pages)
+        loose = [f.number - 1 for f in fills if f.loose and f.number < len(pages)]
+        if not any(_float_figure(source.etree_element, pages, n, handled) for n in loose):
+            return document, fills
+        source = parsed(serialised(source.etree_element))
+    document = source.render()
+    return document, page_fills(document)
+
+
+def _keep_hyphenated(element) -> None:
+    """Wrap each hyphenated word of `element`'s text in <span class="nobr">."""
+    import xml.etree.ElementTree as ET
+
+    def spans(text: str) -> tuple[str, list]:
+        parts = HYPHENATED.split(text)
+        words = HYPHENATED.findall(text)
+        made = []
+        for word, after in zip(words, parts[1:]):
+            span = ET.Element("span", {"class": "nobr"})
+            span.text, span.tail = word, after
+            made.append(span)
+        return parts[0], made
+
+    if element.tag == "code":
+        return
+    for child in list(element):
+        _keep_hyphenated(child)
+        if child.tail and HYPHENATED.search(child.tail):
+            child.tail, made = spans(child.tail)
+            at = list(element).index(child) + 1
+            element[at:at] = made
+    if element.text and HYPHENATED.search(element.text):
+        element.text, made = spans(element.text)
+        element[0:0] = made
+
+
+def _float_figure(root, pages: list[_Page], n: int, handled: set[str]) -> bool:
+    """Fill the gap at the bottom of page `n` (0-based), left by a figure that moved whole to
+    page n+1, as a float would: move the blocks that follow the figure in its subsection
+    ahead of it; else move the figure ahead of the blocks that end page n; else move ahead
+    of it what follows it in its section, later subsections included. Each figure (by its
+    id) moves once (in `handled`), so the passes end. Returns whether the tree changed."""
+    page, following = pages[n], pages[n + 1]
+    first = following.first_leaf()
+    parents = {child: parent for parent in root.iter() for child in parent}
+    block = first[0].element if first else None
+    while block is not None and (block not in parents or parents[block].tag not in FLOW_PARENTS):
+        block = parents.get(block)
+    if block is None:
+        return False
+    siblings = list(parents[block])
+    at = start = siblings.index(block)
+    while at < len(siblings) and siblings[at].tag in HEADINGS:
+        at += 1  # a heading kept with the figure under it
+    if at == len(siblings) or siblings[at].tag != "figure" or siblings[at].get("id", "") in handled:
+        return False
+    figure = siblings[at]
+    gap = page.limit - page.bottom
+    heights = {e: sum(p.height_of(e) for p in pages[n + 1:]) for e in siblings[at + 1:]}
+    within = _blocks_after(siblings, at, heights, gap, subsections=False)
+    across = _blocks_after(siblings, at, heights, gap, subsections=True)
+    earlier = _shortest(siblings, _blocks_before(siblings, at, page, pages[n - 1] if n else None),
+                        lambda chosen: gap + sum(page.height_of(e) for e in chosen) >= following.height_of(figure))
+    if sum(heights[e] for e in within) >= gap - MAX_EMPTY * page.height:
+        moved, before = within, figure
+    elif earlier and start == at:
+        moved, before = [figure], earlier[0]
+    elif across:
+        moved, before = across, figure
+    else:
+        return False
+    handled.add(figure.get("id", ""))
+    parent = parents[figure]
+    for element in moved:
+        parent.remove(element)
+    position = list(parent).index(before)
+    parent[position:position] = moved
+    return True
+
+
+def _blocks_after(siblings: list, at: int, heights: dict, gap: float, subsections: bool) -> list:
+    """The blocks after the figure at `at`, passing over further figures, that fill `gap`
+    (the last one possibly in part, never a heading): up to the next heading, or with
+    `subsections` up to the next h1/h2."""
+    chosen, total = [], 0.0
+    for element in siblings[at + 1:]:
+        if element.tag == "figure":
+            continue
+        if (total >= gap and chosen[-1].tag not in HEADINGS) or element.tag in ("h1", "h2") \
+                or (element.tag in HEADINGS and not subsections):
+            break
+        chosen.append(element)
+        total += heights[element]
+    while chosen and chosen[-1].tag in HEADINGS:
+        chosen.pop()
+    return chosen
+
+
+def _blocks_before(siblings: list, at: int, page: _Page, previous: _Page | None) -> list:
+    """The blocks (text and tables) that end `page` before the figure at `at`, nearest
+    first, each starting on that page; never past a heading or another figure."""
+    chosen = []
+    for element in reversed(siblings[:at]):
+        if element.tag in HEADINGS or element.tag == "figure" or element not in page.blocks \
+                or (previous and element in previous.blocks):
+            break
+        chosen.append(element)
+    return chosen
+
+
+def _shortest(siblings: list, candidates: list, enough) -> list | None:
+    """The shortest run of `candidates` (nearest first) that is `enough`, in document order,
+    never one right after a paragraph that ends with a colon (it introduces what follows)."""
+    for k in range(1, len(candidates) + 1):
+        chosen = candidates[:k]
+        index = siblings.index(chosen[-1])
+        if enough(chosen) and not (index and _introduces(siblings[index - 1])):
+            return list(reversed(chosen))
+    return None
+
+
+def _introduces(element) -> bool:
+    return element.tag == "p" and "".join(element.itertext()).rstrip().endswith(":")
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -243,11 +487,13 @@ def render(config: Config, fmt: str = "both", strict: bool = False,
     css = templates_dir / STYLESHEET
     if css.is_file():
         results.write_text(report_dir / STYLESHEET, css.read_text(encoding="utf-8"))
+    loose = []
     if fmt in ("pdf", "both"):
-        write_pdf(html, report_dir, templates_dir, report_dir / "report.pdf")
+        fills = write_pdf(html, report_dir, templates_dir, report_dir / "report.pdf")
+        loose = [f.number for f in fills if f.loose]
     if fmt in ("html", "both"):
         results.write_text(report_dir / "report.html", html)
-    return RenderOutcome(outputs, time.perf_counter() - start, pending, failed, problems)
+    return RenderOutcome(outputs, time.perf_counter() - start, pending, failed, problems, loose)
 
 
 def run_stage(config: Config, options: Options) -> StageOutcome:

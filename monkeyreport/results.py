@@ -35,12 +35,12 @@ from monkeyreport.errors import MonkeyReportError
 # produces for the same config: finished results of an older version are then retrained.
 RESULTS_SCHEMA = 3  # 3: training accuracy per epoch in history.csv
 # Version of report/models/<architecture>.json; an older summary is written again.
-SUMMARY_SCHEMA = 2  # 2: family and library of the architecture
+SUMMARY_SCHEMA = 3  # 3: backbone/head parameters, FLOPs and CPU latency per image
 # Versions of what the other stages write (pipeline.py): a stage whose version changed runs again.
-EDA_SCHEMA = 3  # 3: the data figures' drawing is an input of the stage
-STATS_SCHEMA = 3  # 3: runs per seed, results over seeds, comparisons with Holm's correction
-INTERPRET_SCHEMA = 3  # 3: each Grad-CAM panel's row label
-FIGURES_SCHEMA = 5  # 5: the per-seed figure
+EDA_SCHEMA = 5  # 5: figures at print size, their words from figures.toml; 4: copies inside validation
+STATS_SCHEMA = 5  # 5: validation copies counted once, accuracy on leaked images; 4: calibration (ECE) per run
+INTERPRET_SCHEMA = 6  # 6: figures at print size, their words from figures.toml; 5: Grad-CAM facts
+FIGURES_SCHEMA = 8  # 8: drawn at print size, their words from figures.toml; 7: training accuracy
 RENDER_SCHEMA = 1
 
 
@@ -217,6 +217,11 @@ class ReportFiles:
         """What `stage` last completed with (pipeline.Stamp)."""
         return self.report_dir / ".stages" / f"{stage}.json"
 
+    @property
+    def stage_lock(self) -> Path:
+        """Held while one worker runs a stage (pipeline.py)."""
+        return self.report_dir / ".stages" / ".lock"
+
 
 @dataclass(frozen=True)
 class CacheFiles:
@@ -234,6 +239,12 @@ class CacheFiles:
     def fast_path(self) -> Path:
         """The fast path's measurements per machine and architecture (fast_path.py)."""
         return self.folder / "fast_path.json"
+
+    @property
+    def features(self) -> Path:
+        """Backbone features of frozen runs (feature_cache.py), one file per backbone, dataset,
+        image selection and way of computing them."""
+        return self.folder / "features"
 
 
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "seconds")
@@ -620,6 +631,14 @@ class EdaSummary(JsonRecord):
         return {f["file"] for g in self.duplicates["groups"] if g["cross_split"]
                 for f in g["files"] if f["split"] == "validation"}
 
+    @property
+    def validation_copies(self) -> list[list[str]]:
+        """The validation files of each duplicate group with two or more of them: copies of
+        one photograph inside the validation split, which the statistics and galleries count
+        once."""
+        groups = ([f["file"] for f in g["files"] if f["split"] == "validation"] for g in self.duplicates["groups"])
+        return [files for files in groups if len(files) > 1]
+
 
 @dataclass(frozen=True, kw_only=True)
 class Statistics(JsonRecord):
@@ -635,11 +654,14 @@ class Statistics(JsonRecord):
     n_leaked: int  # validation files with a copy in training
     seeds: list[int]  # the runs' seeds (Config.run_seeds)
     best: str | None  # the experiment with the best mean accuracy (then macro F1) over its seeds
-    experiments: dict[str, dict[str, Any]]  # run -> n_val, all, leak_free, per_class, most_confused
-    groups: dict[str, dict[str, Any]]  # experiment -> runs, seeds, accuracy/macro_f1 (+ leak_free) over seeds
+    experiments: dict[str, dict[str, Any]]  # run -> n_val, n_leaked, n_photographs, all, leak_free, leaked,
+    # per_class, most_confused, calibration
+    groups: dict[str, dict[str, Any]]  # experiment -> runs, seeds, accuracy/macro_f1 (+ leak_free, leaked), ece,
+    # train_seconds and epochs over seeds
     comparisons: list[dict[str, Any]]  # experiment pairs: per-seed McNemar, the deciding test, Holm
     parameters: dict[str, Any] | None  # experiments (by parameters), rho; None below three architectures
     problems: list[str]  # the result files that could not be read
+    calibration: dict[str, Any]  # bins, norm and trusted_below of the ECE (calibration.py)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -669,11 +691,12 @@ class FiguresManifest(JsonRecord):
     confusion: dict[str, str | None]  # architecture -> the confusion matrices of its experiments
     curves: str | None
     seeds: str | None = None  # every seed's accuracy and macro F1 per experiment (several seeds)
+    reliability: str | None = None  # reliability diagram of each experiment (its first seed)
 
     @property
     def drawn(self) -> list[str]:
         return [p for p in (self.cnn, self.transfer, *self.diagrams.values(), *self.confusion.values(), self.curves,
-                            self.seeds) if p]
+                            self.seeds, self.reliability) if p]
 
 
 @dataclass(frozen=True)
@@ -685,6 +708,31 @@ class ModelStage:
     layer: str  # its layer type, folded activations and normalisations joined with " + "
     output_shape: list[int]
     params: int
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Measured inference time of one batch size: the median of `repeats` timed passes."""
+
+    batch: int
+    ms_per_image: float
+    repeats: int
+
+
+@dataclass(frozen=True)
+class ModelEfficiency:
+    """Cost of one image through the model at `input_shape` (summaries.py): FLOPs counted by
+    torch.utils.flop_counter (a multiply-add is two FLOPs), and CPU latency measured in eval
+    mode on `cpu` with `threads` threads."""
+
+    input_shape: list[int]
+    flops: int
+    flops_backbone: int
+    flops_head: int
+    latency: list[Latency]
+    cpu: str
+    threads: int
+    torch: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -701,3 +749,8 @@ class ModelSummary(JsonRecord):
     input_shape: list[int]
     params_total: int
     stages: list[ModelStage]
+    params_backbone: int
+    params_head: int
+    params_trainable_frozen: int  # what a frozen variant trains: the head
+    params_trainable_finetuned: int  # what fine-tuning (or training from scratch) trains: everything
+    efficiency: ModelEfficiency

@@ -4,16 +4,21 @@ From each experiment's predictions.csv and the EDA's duplicate groups this stage
 report/stats/stats.json:
 
 - 95 % bootstrap intervals (percentile method, seeded) of accuracy and macro F1, resampling
-  the validation images;
-- the same metrics on the validation images without an exact or near copy in training
-  ("validación sin duplicados");
+  the validation photographs (the copies of one photograph inside the validation split, the
+  EDA's duplicate groups, are drawn together);
+- the same metrics on the validation images without an exact or near copy in training, each
+  photograph once ("validación sin duplicados"), and on those with such a copy (what the
+  models remember of training);
 - per experiment, the mean and standard deviation of its metrics over its seeds;
 - comparisons between the best experiment and each other one, and between the frozen and
   fine-tuned variants of each architecture: an exact McNemar test (binomial test on the
-  discordant images) per seed, and a paired t-test over seeds when there are two or more;
+  discordant photographs, each counted once) per seed, and a paired t-test over seeds when there are two or more;
   the deciding p-values of the whole family are corrected by Holm's method;
-- precision, recall and F1 per class, and the most confused class pairs, of every experiment;
-- Spearman's correlation between parameters and accuracy across architectures.
+- precision, recall and F1 per class (every image, as the confusion matrix), and, each
+  photograph once, what each class is most often taken for and the most confused class pairs;
+- Spearman's correlation between parameters and accuracy across architectures;
+- the calibration of each run's probabilities (calibration.py: ECE and reliability bins), and
+  per experiment its ECE and training time over seeds.
 
 Macro F1 follows torchmetrics' definition (the one training uses): the mean F1 over the
 classes that occur among the true or the predicted labels, so a recomputation from
@@ -25,11 +30,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from itertools import combinations
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 
-from monkeyreport import selection
+from monkeyreport import calibration, selection
 from monkeyreport.config import Config
 from monkeyreport.errors import MonkeyReportError
 from monkeyreport.pipeline import Options, StageOutcome, timed
@@ -93,26 +98,61 @@ class Estimate:
         return {"value": self.value, "low": self.low, "high": self.high, "n": self.n}
 
 
-def estimates(true: np.ndarray, predicted: np.ndarray, k: int, seed: int) -> dict[str, Estimate]:
-    """Accuracy and macro F1 with 95 % percentile-bootstrap intervals over the images."""
+def photographs(files: list[str], copies: Iterable[list[str]]) -> np.ndarray:
+    """A photograph id per file, 0, 1, ... in order of first appearance: the files of one
+    group of `copies` (validation files that are copies of each other) share theirs."""
+    group_of = {f: i for i, group in enumerate(copies) for f in group}
+    ids: dict[tuple[str, Any], int] = {}
+    return np.array([ids.setdefault(("group", group_of[f]) if f in group_of else ("file", f), len(ids))
+                     for f in files], dtype=np.int64)
+
+
+def first_copies(ids: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first file of each photograph id: every photograph once."""
+    mask = np.zeros(len(ids), dtype=bool)
+    mask[np.unique(ids, return_index=True)[1]] = True
+    return mask
+
+
+def estimates(true: np.ndarray, predicted: np.ndarray, k: int, seed: int,
+              ids: np.ndarray | None = None) -> dict[str, Estimate]:
+    """Accuracy and macro F1 over the images with 95 % percentile-bootstrap intervals. The
+    bootstrap resamples photographs (`ids`, from `photographs`; by default each image is
+    its own): the copies of one photograph are drawn together, so they do not narrow the
+    interval as independent images would."""
     from scipy.stats import bootstrap  # imported when statistics are computed, not when reused
 
     n = len(true)
     if n == 0:
         nan = float("nan")
         return {"accuracy": Estimate(nan, nan, nan, 0), "macro_f1": Estimate(nan, nan, nan, 0)}
+    ids = np.arange(n) if ids is None else ids
+    m = int(ids.max()) + 1
+    codes = true * k + predicted
+
+    def resampled(sample: np.ndarray) -> np.ndarray:
+        """Confusion matrices (..., k, k) of resampled photograph indices (..., m): each image
+        weighted by how often its photograph was drawn."""
+        lead = sample.shape[:-1]
+        flat = sample.reshape(-1, m)
+        b = len(flat)
+        draws = np.bincount((np.arange(b)[:, None] * m + flat).ravel(), minlength=b * m).reshape(b, m)
+        cm = np.bincount((np.arange(b)[:, None] * k * k + codes).ravel(), weights=draws[:, ids].ravel(),
+                         minlength=b * k * k)
+        return cm.reshape(*lead, k, k)
+
     out = {}
     for name, metric in (("accuracy", accuracy), ("macro_f1", macro_f1)):
-        def statistic(t: np.ndarray, p: np.ndarray, axis: int = -1, metric=metric) -> np.ndarray:
-            return metric(confusion_matrices(np.moveaxis(t, axis, -1), np.moveaxis(p, axis, -1), k))
+        def statistic(sample: np.ndarray, axis: int = -1, metric=metric) -> np.ndarray:
+            return metric(resampled(np.moveaxis(sample, axis, -1)))
 
-        value = float(statistic(true, predicted))
-        if n == 1:
+        value = float(statistic(np.arange(m)))
+        if m == 1:
             out[name] = Estimate(value, value, value, n)
             continue
-        result = bootstrap((true, predicted), statistic, paired=True, vectorized=True,
-                                       n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,
-                                       method="percentile", rng=np.random.default_rng(seed))
+        result = bootstrap((np.arange(m),), statistic, vectorized=True,
+                           n_resamples=N_RESAMPLES, confidence_level=CONFIDENCE,
+                           method="percentile", rng=np.random.default_rng(seed))
         ci = result.confidence_interval
         out[name] = Estimate(value, float(ci.low), float(ci.high), n)
     return out
@@ -167,20 +207,45 @@ def most_confused(cm: np.ndarray, classes: list[str], top: int = TOP_CONFUSED) -
 # ----------------------------------------------------------------------------- the stage
 
 
-def experiment_statistics(predictions: Predictions, leaked: set[str], seed: int) -> dict[str, Any]:
+def mistaken_for(cm: np.ndarray, i: int, classes: list[str]) -> dict[str, Any] | None:
+    """The class that images of class `i` are most often predicted as (the first on a tie),
+    with how many; None when none is wrong."""
+    wrong = cm[i].copy()
+    wrong[i] = 0
+    j = int(np.argmax(wrong))
+    return {"class": classes[j], "images": int(wrong[j])} if wrong[j] else None
+
+
+def experiment_statistics(predictions: Predictions, leaked: set[str], seed: int,
+                          copies: Iterable[list[str]] = ()) -> dict[str, Any]:
+    """One run's statistics. `leaked`: validation files with a copy in training; `copies`:
+    groups of validation files that are copies of each other, counted once except in the
+    whole-validation values (which equal metrics.json) and the per-class table."""
     k = len(predictions.classes)
-    keep = np.array([f not in leaked for f in predictions.files], dtype=bool)
-    clean = predictions.subset(keep)
+    ids = photographs(predictions.files, copies)
+    once = first_copies(ids)
+    in_training = np.array([f in leaked for f in predictions.files], dtype=bool)
+
+    def on(mask: np.ndarray) -> dict[str, Any]:
+        subset = predictions.subset(mask)
+        return {m: e.as_dict() for m, e in estimates(subset.true, subset.predicted, k, seed).items()}
+
     cm = confusion_matrices(predictions.true, predictions.predicted, k)
+    cm_once = confusion_matrices(predictions.true[once], predictions.predicted[once], k)
     scores = per_class(cm)
     return {
         "n_val": len(predictions.files),
-        "all": {m: e.as_dict() for m, e in estimates(predictions.true, predictions.predicted, k, seed).items()},
-        "leak_free": {m: e.as_dict() for m, e in estimates(clean.true, clean.predicted, k, seed).items()},
+        "n_leaked": int(in_training.sum()),  # images with a copy in training
+        "n_photographs": int(once.sum()),  # distinct photographs: copies inside validation once
+        "all": {m: e.as_dict() for m, e in
+                estimates(predictions.true, predictions.predicted, k, seed, ids).items()},
+        "leak_free": on(once & ~in_training),
+        "leaked": on(once & in_training),
         "per_class": [{"class": c, "precision": float(scores["precision"][i]), "recall": float(scores["recall"][i]),
-                       "f1": float(scores["f1"][i]), "support": int(scores["support"][i])}
+                       "f1": float(scores["f1"][i]), "support": int(scores["support"][i]),
+                       "mistaken_for": mistaken_for(cm_once, i, predictions.classes)}
                       for i, c in enumerate(predictions.classes)],
-        "most_confused": most_confused(cm, predictions.classes),
+        "most_confused": most_confused(cm_once, predictions.classes),
     }
 
 
@@ -197,7 +262,16 @@ def group_statistics(names: list[str], seeds: list[int], per_run: dict[str, dict
 
     return {"runs": names, "seeds": seeds,
             "accuracy": over_seeds(values("all", "accuracy")), "macro_f1": over_seeds(values("all", "macro_f1")),
-            "leak_free": {m: over_seeds(values("leak_free", m)) for m in ("accuracy", "macro_f1")}}
+            "leak_free": {m: over_seeds(values("leak_free", m)) for m in ("accuracy", "macro_f1")},
+            "leaked": {m: over_seeds(values("leaked", m)) for m in ("accuracy", "macro_f1")}}
+
+
+def costs_over_seeds(names: list[str], runs: dict[str, RunMetrics], per_run: dict[str, dict[str, Any]]
+                     ) -> dict[str, Any]:
+    """An experiment's ECE, training seconds and epochs over the seeds of its runs `names`."""
+    return {"ece": over_seeds([per_run[n]["calibration"]["ece"] for n in names]),
+            "train_seconds": over_seeds([runs[n].train_seconds for n in names]),
+            "epochs": over_seeds([float(runs[n].epochs) for n in names])}
 
 
 def holm(p_values: list[float]) -> list[float]:
@@ -222,10 +296,12 @@ def paired_over_seeds(a: list[float], b: list[float]) -> float:
 
 
 def comparisons(config: Config, groups: dict[str, dict[str, Any]], runs: dict[str, RunMetrics],
-                predictions: dict[str, Predictions], best: str) -> list[dict[str, Any]]:
+                predictions: dict[str, Predictions], best: str,
+                copies: Iterable[list[str]] = ()) -> list[dict[str, Any]]:
     """Best vs every other experiment, then frozen vs fine-tuned per architecture, then two
     recipes of one architecture and variant, each over
-    the seeds both ran: McNemar per seed, and the test that decides (the paired t-test over
+    the seeds both ran: McNemar per seed (each photograph once, `copies` as in
+    `experiment_statistics`), and the test that decides (the paired t-test over
     seeds with two seeds or more, else McNemar), corrected for the whole family by Holm."""
     view = mean_views(groups, runs)
     pairs = [(best, name, "best") for name in groups if name != best]
@@ -243,7 +319,9 @@ def comparisons(config: Config, groups: dict[str, dict[str, Any]], runs: dict[st
         tests = []
         for s in seeds:
             pa, pb = predictions[run_of[(a, s)]], predictions[run_of[(b, s)]]
-            tests.append(mcnemar(a, b, pa.predicted == pa.true, pb.predicted == pb.true).as_dict() | {"seed": s})
+            once = first_copies(photographs(pa.files, copies))
+            right_a, right_b = (pa.predicted == pa.true)[once], (pb.predicted == pb.true)[once]
+            tests.append(mcnemar(a, b, right_a, right_b).as_dict() | {"seed": s})
         acc_a = [runs[run_of[(a, s)]].accuracy for s in seeds]
         acc_b = [runs[run_of[(b, s)]].accuracy for s in seeds]
         paired = len(seeds) > 1
@@ -288,6 +366,7 @@ def compute(config: Config) -> Statistics:
     if eda is None:
         raise MonkeyReportError(f"{report.eda}: not found; run `monkeyreport eda` first")
     leaked = eda.leaked_validation_files
+    copies = eda.validation_copies
     runs: dict[str, RunMetrics] = {}
     predictions: dict[str, Predictions] = {}
     problems: list[str] = []
@@ -301,18 +380,20 @@ def compute(config: Config) -> Statistics:
         except MonkeyReportError as exc:  # a damaged file: that run has no statistics
             runs.pop(run.name, None)
             problems.append(str(exc))
-    per_run = {name: experiment_statistics(p, leaked, config.seed) for name, p in predictions.items()}
+    per_run = {name: experiment_statistics(p, leaked, config.seed, copies)
+               | {"calibration": calibration.reliability(p.probabilities, p.true)} for name, p in predictions.items()}
     groups = {}
     for exp in config.experiments:
         finished = [r for r in config.runs if r.experiment is exp and r.name in per_run]
         if finished:
             groups[exp.name] = group_statistics([r.name for r in finished], [r.seed for r in finished], per_run)
+            groups[exp.name] |= costs_over_seeds([r.name for r in finished], runs, per_run)
     view = mean_views(groups, runs)
     best = selection.best(list(groups), view.__getitem__)
     return Statistics(n_resamples=N_RESAMPLES, confidence=CONFIDENCE, alpha=ALPHA, seed=config.seed,
                       seeds=config.run_seeds, n_leaked=len(leaked), best=best, experiments=per_run, groups=groups,
-                      comparisons=comparisons(config, groups, runs, predictions, best) if best else [],
-                      parameters=parameter_trend(groups, runs), problems=problems)
+                      comparisons=comparisons(config, groups, runs, predictions, best, copies) if best else [],
+                      parameters=parameter_trend(groups, runs), problems=problems, calibration=calibration.rule())
 
 
 def run_stage(config: Config, options: Options) -> StageOutcome:

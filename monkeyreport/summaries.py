@@ -1,23 +1,30 @@
-"""Architecture summaries for the diagrams of the report: report/models/<architecture>.json.
+"""Architecture summaries for the diagrams and the efficiency of the report:
+report/models/<architecture>.json.
 
-Each summary comes from the instantiated model (random weights: shapes do not depend on
-them): one forward pass of a 1x3x224x224 dummy input with hooks on the top-level stages
-of the backbone and the head, recording each stage's output shape and parameter count.
+Each summary comes from the instantiated model (random weights: shapes and costs do not
+depend on them): one forward pass of a 1x3x224x224 dummy input with hooks on the top-level
+stages of the backbone and the head, recording each stage's output shape and parameter
+count; the parameters of backbone and head, and what a frozen and a fine-tuned variant
+train; the FLOPs of one image at the configured crop (torch.utils.flop_counter) and the
+measured CPU latency per image at batch sizes 1 and 32 (eval mode, fp32, inference_mode).
 `render` reads these JSON files and never imports torch itself.
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from monkeyreport import results
 from monkeyreport.config import Config
-from monkeyreport.pipeline import Options, StageOutcome, timed
+from monkeyreport.fast_path import cpu_model
 from monkeyreport.models import count_parameters, create, get_architecture
+from monkeyreport.pipeline import Options, StageOutcome, timed
 
 # Layers folded into the stage before them, so a diagram shows "Conv2d + ReLU" as one box.
 _FOLDED = (nn.ReLU, nn.SiLU, nn.GELU, nn.BatchNorm2d, nn.Dropout, nn.Identity)
@@ -27,9 +34,11 @@ def run_stage(config: Config, options: Options) -> StageOutcome:
     """The pipeline's summaries stage: one summary per configured architecture."""
     start = time.perf_counter()
     report = results.ReportFiles(config.report_dir)
+    # The crop of each architecture's first experiment (a recipe may set its own).
+    crops = {e.architecture: config.recipe(e).crop for e in reversed(config.experiments)}
     architectures = list(dict.fromkeys(e.architecture for e in config.experiments))
     for architecture in architectures:
-        summarize_architecture(architecture).write(report.model_summary(architecture))
+        summarize_architecture(architecture, crop=crops[architecture]).write(report.model_summary(architecture))
     return StageOutcome(f"summaries {timed(start)}: {', '.join(architectures) or 'none'} -> {report.models_dir}")
 
 
@@ -47,7 +56,49 @@ def _stages(model: nn.Module) -> list[tuple[str, str, nn.Module]]:
     return stages
 
 
-def summarize_architecture(architecture: str, num_classes: int = 10) -> results.ModelSummary:
+# (batch size, warm-up passes, timed passes) of the latency measurement.
+LATENCY_PASSES = ((1, 3, 10), (32, 1, 3))
+
+
+def flops(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[int, int, int]:
+    """FLOPs of one image through `model` (a backbone + head Classifier): total, backbone, head."""
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, *input_shape))
+    per_module = counter.get_flop_counts()
+    name = type(model).__name__
+
+    def of(part: str) -> int:
+        return int(sum(per_module.get(f"{name}.{part}", {}).values()))
+
+    return int(counter.get_total_flops()), of("backbone"), of("head")
+
+
+def latency(model: nn.Module, input_shape: tuple[int, ...], batch: int, warmup: int, repeats: int
+            ) -> results.Latency:
+    """Median milliseconds per image of `repeats` timed eval-mode passes of one batch on the CPU."""
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            start = time.perf_counter()
+            model(x)
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    return results.Latency(batch, 1000 * statistics.median(times) / batch, repeats)
+
+
+def efficiency(model: nn.Module, input_shape: tuple[int, ...]) -> results.ModelEfficiency:
+    model = model.eval()
+    total, backbone, head = flops(model, input_shape)
+    return results.ModelEfficiency(
+        input_shape=list(input_shape), flops=total, flops_backbone=backbone, flops_head=head,
+        latency=[latency(model, input_shape, *passes) for passes in LATENCY_PASSES],
+        cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__)
+
+
+def summarize_architecture(architecture: str, num_classes: int = 10, crop: int | None = None) -> results.ModelSummary:
+    """The summary of `architecture`: diagram stages at its default input size, efficiency at
+    `crop` (its default input size when None)."""
     arch = get_architecture(architecture)
     model = create(architecture, num_classes, "none", frozen=False).model.eval()
     stages = _stages(model)
@@ -85,6 +136,13 @@ def summarize_architecture(architecture: str, num_classes: int = 10) -> results.
         rows.append({"group": group, "name": name, "layer": kind, "output_shape": shapes[i],
                      "params": params})
     total, _ = count_parameters(model)
+    _, trainable_frozen = count_parameters(create(architecture, num_classes, "none", frozen=True).model)
+    size = arch.input_size if crop is None else (arch.input_size[0], crop, crop)
     return results.ModelSummary(architecture=architecture, title=arch.title, family=arch.family,
                                 library=arch.library, input_shape=list(arch.input_size), params_total=total,
-                                stages=[results.ModelStage(**row) for row in rows])
+                                stages=[results.ModelStage(**row) for row in rows],
+                                params_backbone=count_parameters(model.backbone)[0],
+                                params_head=count_parameters(model.head)[0],
+                                params_trainable_frozen=trainable_frozen,
+                                params_trainable_finetuned=count_parameters(model)[1],
+                                efficiency=efficiency(model, size))

@@ -57,7 +57,7 @@ from torchmetrics.functional.classification import (
     multiclass_f1_score,
 )
 
-from monkeyreport import fast_path, results
+from monkeyreport import fast_path, feature_cache, results
 from monkeyreport.config import Config, ExperimentConfig, Run, resolve_data_root
 from monkeyreport.console import ExperimentProgress, lightning_output_to, log, progress_line
 from monkeyreport.data import DatasetLayout, ImageRecord, list_files, locate, scan
@@ -183,8 +183,8 @@ def _train_and_evaluate(config: Config, experiment: ExperimentConfig, layout: Da
     )
     start = time.perf_counter()
     if on_features:
-        datamodule: L.LightningDataModule = extract_features(config, created.model.backbone, images, setting,
-                                                             progress)
+        datamodule: L.LightningDataModule = extract_features(config, experiment.architecture, created.model.backbone,
+                                                             images, setting, progress)
         module = LitClassifier(created.model.head, len(layout.classes), t)
         precision = fast_path.FP32 if setting.chosen != "configured" else setting.precision
     else:
@@ -229,10 +229,12 @@ def held_out_positions(config: Config, records: list[ImageRecord], train: list[S
     return [i for i, s in enumerate(train) if s.relpath in held]
 
 
-def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModule, setting: ComputeSetting,
-                     progress: ExperimentProgress | None = None) -> FeatureDataModule:
-    """One eval-mode pass of the frozen backbone over training and validation images (the
-    `predict_splits` of `images`), each image once, in sample order, in every process.
+def extract_features(config: Config, architecture: str, backbone: nn.Module, images: MonkeyDataModule,
+                     setting: ComputeSetting, progress: ExperimentProgress | None = None) -> FeatureDataModule:
+    """The frozen backbone's features of the training and validation images (the
+    `predict_splits` of `images`), each image once, in sample order, in every process: read
+    from the feature cache (feature_cache.py), or computed by one eval-mode pass and stored
+    there by rank 0, so the other seeds and head recipes of the architecture read them.
 
     Training the head on these features for every epoch gives the same result as running
     the whole network every epoch, because a frozen backbone in eval mode computes the same
@@ -241,13 +243,43 @@ def extract_features(config: Config, backbone: nn.Module, images: MonkeyDataModu
     trainer = L.Trainer(**trainer_placement(config, setting.precision), logger=False, enable_checkpointing=False,
                         enable_model_summary=False, enable_progress_bar=progress is not None,
                         callbacks=[progress] if progress else [])
-    train, val = trainer.predict(FeatureExtractor(backbone.eval()), datamodule=images)
+    sizes = {"train": len(images.train_samples), "val": len(images.val_samples)}
+    splits = {"train": images.train_samples, "val": images.val_samples}
+    compute = {"device": _device_name(trainer.strategy.root_device), "precision": setting.precision,
+               "memory_format": setting.memory_format, "batch_size": images.batch_size,
+               "processes": trainer.world_size}
+    description = feature_cache.describe(architecture, backbone, images.dataset_fingerprint, splits,
+                                         images.preprocessing, images.max_pixels, compute)
+    labels = {split: torch.tensor([s.label for s in samples], dtype=torch.int64) for split, samples in splits.items()}
 
-    def dataset(batches: list[Batch], size: int) -> TensorDataset:
-        return TensorDataset(*_in_sample_order(batches, size), torch.arange(size))
+    def feature_pass() -> feature_cache.Features:
+        batches = trainer.predict(FeatureExtractor(backbone.eval()), datamodule=images)
+        rows = {split: _in_sample_order(b, sizes[split]) for split, b in zip(images.predict_splits, batches)}
+        return feature_cache.Features({s: r[0] for s, r in rows.items()}, {s: r[1] for s, r in rows.items()})
 
-    return FeatureDataModule(dataset(train, len(images.train_samples)), dataset(val, len(images.val_samples)),
-                             config.training.batch_size, config.seed, images.holdout)
+    def agree(found: bool) -> bool:
+        """Whether every process found the features (else all compute them, together)."""
+        if trainer.world_size == 1:
+            return found
+        # Lightning starts the other processes in the first collective: before it, all compute.
+        return torch.distributed.is_initialized() and trainer.strategy.reduce_boolean_decision(found, all=True)
+
+    features = feature_cache.cached_features(
+        feature_cache.feature_path(CacheFiles(config.runs_dir).features, description), description, labels,
+        feature_pass, writer=is_global_zero(), agree=agree)
+
+    def dataset(split: str) -> TensorDataset:
+        return TensorDataset(features.features[split], features.labels[split], torch.arange(sizes[split]))
+
+    return FeatureDataModule(dataset("train"), dataset("val"), config.training.batch_size, config.seed,
+                             images.holdout)
+
+
+def _device_name(device: torch.device) -> str:
+    """The device a pass runs on, down to the processor or GPU model (their results may differ)."""
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
+    return f"cpu {fast_path.cpu_model()}" if device.type == "cpu" else device.type
 
 
 def _in_sample_order(batches: list[Batch], size: int) -> tuple[torch.Tensor, torch.Tensor]:

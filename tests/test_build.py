@@ -57,16 +57,22 @@ def test_smoke_build_end_to_end(smoke):
 
 
 def test_smoke_build_computes_on_the_cpu_fast_path_and_says_so(smoke):
-    """smoke.toml leaves precision and memory format to "auto": every run is channels-last
-    with a precision chosen for this CPU, and Cuadro 2 states each one."""
+    """smoke.toml leaves precision and memory format to "auto": every run measures the
+    layouts (and precisions, where the CPU has bf16) it could use, takes the fastest, and
+    the appendix's training table states the choice."""
     html = (smoke["report"] / "report.html").read_text()
     words = {"32-true": "fp32", "bf16-mixed": "bf16 mixta"}
     for run in sorted(smoke["runs"].glob("*/metrics.json")):
         compute = json.loads(run.read_text())["compute"]
-        assert compute["memory_format"] == "channels_last"
         assert compute["chosen"] in ("measured", "no native bf16")
-        assert f"<td>{words[compute['precision']]}, channels-last</td>" in html
+        steps = compute["seconds_per_step"]
+        assert {name.split()[0] for name in steps} == {"channels-last", "contiguous"}
+        fastest = min(steps, key=steps.get)
+        assert fastest == f"{compute['memory_format'].replace('_', '-')} {compute['precision']}"
+        layout = "channels-last" if compute["memory_format"] == "channels_last" else "NCHW"
+        assert f"<td>{words[compute['precision']]}, {layout}</td>" in html
     assert "La columna «Cálculo» indica la precisión aritmética" in html
+    assert "usa la más rápida; los\ntiempos medidos quedan" in html
 
 
 def test_template_edit_rebuilds_only_the_report(smoke, tmp_path):
@@ -95,13 +101,13 @@ def test_counts_in_the_text_are_those_of_the_images_used(smoke):
 
     statistics = json.loads((smoke["report"] / "stats" / "stats.json").read_text())
     (first, *_) = statistics["experiments"].values()
-    used, clean = first["n_val"], first["leak_free"]["accuracy"]["n"]
-    assert used == 60 and 0 < used - clean < 56
+    used, clean, leaked = first["n_val"], first["leak_free"]["accuracy"]["n"], first["n_leaked"]
+    assert used == 60 and 0 < leaked < 56 and clean + first["leaked"]["accuracy"]["n"] == first["n_photographs"]
     import re
 
     html = (smoke["report"] / "report.html").read_text()
     text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
-    assert f"Esta ejecución valida con {used} imágenes, de las cuales {used - clean} tienen esa copia" in text
-    assert f"Como {used - clean} de las {used} imágenes de validación usadas" in text
+    assert f"Esta ejecución valida con {used} imágenes, de las cuales {leaked} tienen esa copia" in text
+    assert f"Como {leaked} de las {used} imágenes de validación usadas" in text
     assert f"La validación sin duplicados cubre {clean} de las {used} imágenes" in text
     assert "como máximo 6 imágenes por clase y partición: 60 de entrenamiento y 60 de validación" in text

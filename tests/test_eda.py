@@ -49,8 +49,8 @@ def test_shared_dataset_counts_duplicates_figures_and_skip(shared_dataset, tmp_p
     assert all({f["split"] for f in g["files"]} == {"training", "validation"} for g in cross)
     assert dup["n_exact_groups"] > 0
     for rel in FIGURES.values():
-        with Image.open(cfg.report_dir / rel) as image:
-            assert image.width > 1000
+        with Image.open(cfg.report_dir / rel) as image:  # print resolution, at print size
+            assert round(image.info["dpi"][0]) == 200 and image.width > 800
     second, line = run_eda_stage(cfg)
     assert second.ran == [] and line == "eda unchanged, skipped"
     assert EdaSummary.read(ReportFiles(cfg.report_dir).eda) == s

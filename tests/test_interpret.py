@@ -51,8 +51,11 @@ def fast_figures(monkeypatch):
     """Drawing stubbed out (a few bytes per figure): the stage's logic without matplotlib's time."""
     from monkeyreport import figures
 
+    def stub(*args, **kwargs):
+        next(a for a in reversed(args) if isinstance(a, Path)).write_bytes(b"stub")
+
     for name in ("top_losses_gallery", "grad_cam_grid", "leakage_pairs"):
-        monkeypatch.setattr(figures, name, lambda *args: Path(args[-1]).write_bytes(b"stub"))
+        monkeypatch.setattr(figures, name, stub)
 
 
 @pytest.fixture
@@ -115,8 +118,8 @@ def test_grad_cam_has_the_image_shape_and_is_not_constant():
     torch.manual_seed(0)
     model = create("vanilla_cnn", 3).model.eval()
     image = torch.rand(1, 3, 64, 48)
-    maps = grad_cam_maps(model, "vanilla_cnn", image, [1])
-    assert maps.shape == (1, 64, 48)
+    maps, size = grad_cam_maps(model, "vanilla_cnn", image, [1])
+    assert maps.shape == (1, 64, 48) and size == (16, 12)  # the layer's own grid, before resizing
     assert np.isfinite(maps).all() and maps.std() > 0 and maps.min() >= 0 and maps.max() <= 1
 
 
@@ -128,6 +131,22 @@ def test_grad_cam_compares_frozen_and_finetuned_and_leakage_pairs_are_drawn(proj
     assert all(p["random_weights"] and not p["error"] for p in cam["panels"])
     assert [i["class"] for i in cam["images"]] == ["n0", "n1", "n2"]
     assert "n1v_copy" not in " ".join(i["file"] for i in cam["images"])  # never a leaked image
+    recorded = [Predictions.read(RunFiles.of(project.runs_dir, p["experiment"]).predictions) for p in cam["panels"]]
+    for image in cam["images"]:  # how many of the compared models' predictions.csv miss it
+        assert image["wrong"] == sum(p.classes[p.predicted[p.files.index(image["file"])]] != image["class"]
+                                     for p in recorded)
+    assert cam["input_size"] == [64, 64] and cam["map_size"] == [2, 2]  # conv_head: stride 32
+    assert cam["reference"] == "lite0_frozen"
+    frozen, tuned = cam["panels"]
+    assert frozen["agreement"] == [] and len(tuned["agreement"]) == 3
+    for panel in cam["panels"]:
+        rows = panel["predictions"]
+        assert [r["correct"] for r in rows] == [r["predicted"] == i["class"] for r, i in zip(rows, cam["images"])]
+        assert all(r["concentration"] is None or 0.1 - 1e-6 <= r["concentration"] <= 1 for r in rows)
+        assert panel["summary"]["n_correct"] == sum(r["correct"] for r in rows)
+        assert panel["summary"]["n_empty"] == sum(r["concentration"] is None for r in rows)
+    assert all(r is None or -1 <= r <= 1 for r in tuned["agreement"])
+    assert tuned["summary"]["agreement_level"] in ("high", "moderate", "low", None)
     assert (project.report_dir / cam["file"]).is_file()
     (pair,) = data["leakage"]["pairs"]
     assert pair["validation"].endswith("n1v_copy.jpg") and pair["training"].endswith("n1t000.jpg")
@@ -206,3 +225,6 @@ def test_report_numbers_cites_and_notes_the_interpretation_figures(project, fast
     assert 'src="interpret/leakage_pairs.jpg"' in html and 'src="interpret/top_losses_vanilla.jpg"' in html
     assert 'src="interpret/gradcam_efficientnet_lite0.jpg"' in html
     assert "No se pudo calcular el mapa" in html and "pesos de partida eran aleatorios" in html
+    assert "tiene 2×2 posiciones" in html and "concentración C10" in html  # the method and its resolution
+    frozen = read_interpretation(project)["gradcam"]["panels"][0]["summary"]
+    assert f"acierta {frozen['n_correct']} de las {frozen['n']} imágenes" in " ".join(html.split())

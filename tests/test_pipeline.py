@@ -132,7 +132,9 @@ CASES: list[tuple[str, Callable[[], None], set[str]]] = [
     # templates
     ("a section template", edit("templates/sections/01_introduccion.html.j2", "<p>x</p>\n"), {"render"}),
     ("the stylesheet", edit("templates/report.css", "p {}\n"), {"render"}),
-    ("the species table", edit("templates/species.toml", "# x\n"), {"interpret", "figures", "render"}),
+    # the species table and the figure words: every stage that draws (eda's data figures too)
+    ("the species table", edit("templates/species.toml", "# x\n"), EDA_DOWN),
+    ("the figure words", edit("templates/figures.toml", "# x\n"), EDA_DOWN),
     # config sections
     ("config [eda]", config_change("samples_per_class = 1", "samples_per_class = 2"), {"eda", "render"} | EDA_DOWN),
     ("config [training]", config_change("epochs = 1", "epochs = 2"), TRAIN_DOWN),
@@ -153,7 +155,7 @@ CASES: list[tuple[str, Callable[[], None], set[str]]] = [
     ("a data figure", edit("report/figures/sample_grid.jpg", " "), EDA_DOWN),
     ("a model summary", edit("report/models/vanilla_cnn.json", " "), {"summaries", "figures", "render"}),
     ("interpret.json", edit("report/interpret/interpret.json", " "), {"interpret", "render"}),
-    ("stats.json", edit("report/stats/stats.json", " "), {"stats", "render"}),
+    ("stats.json", edit("report/stats/stats.json", " "), {"stats", "figures", "render"}),
     ("figures.json", edit("report/figures/figures.json", " "), {"figures", "render"}),
     ("a report figure", edit("report/figures/cnn_schematic.png", " "), {"figures", "render"}),
     ("report.pdf", edit("report/report.pdf", " "), {"render"}),
@@ -184,7 +186,7 @@ def test_a_new_schema_version_reruns_the_stage_and_everything_below(project, mon
 
 
 @pytest.mark.parametrize("module,expected", [
-    ("stats.py", {"stats", "render"}),
+    ("stats.py", {"stats", "figures", "render"}),  # the reliability diagram reads stats.json
     ("render.py", {"render"}),
     ("figures.py", EDA_DOWN),  # the data figures too
     ("summaries.py", {"summaries", "figures", "render"}),
@@ -203,7 +205,7 @@ def test_what_runs_is_what_was_planned(project, monkeypatch):
     assert outcome.ran == ["render"] and "Marcador editado." in Path("report/report.html").read_text()
     real = pipeline.code_digest
     monkeypatch.setattr(pipeline, "code_digest", lambda m: "edited" if m == "stats.py" else real(m))
-    assert pipeline.run(config(), quiet()).ran == ["stats", "render"]
+    assert pipeline.run(config(), quiet()).ran == ["stats", "figures", "render"]
     assert pipeline.run(config(), quiet()).ran == []
 
 

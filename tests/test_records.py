@@ -45,7 +45,8 @@ RECORDS = {
         seeds=[42], groups={"a": {"runs": ["a"], "seeds": [42]}},
         comparisons=[{"a": "a", "b": "b", "mcnemar": [{"only_a_right": 3, "only_b_right": 1, "p_value": 0.625}],
                       "test": "mcnemar", "p_value": 0.625, "p_holm": 1.0, "significant": False}],
-        parameters=None, problems=["runs/x/metrics.json: not valid JSON (Expecting value, line 1)"]),
+        parameters=None, problems=["runs/x/metrics.json: not valid JSON (Expecting value, line 1)"],
+        calibration={"bins": 15, "norm": "l1", "trusted_below": 0.05}),
     "interpret": Interpretation(
         galleries=[{"experiment": "a", "roles": ["best"], "file": None, "error": "OSError: gone", "items": []}],
         gradcam=None, leakage={"pairs": [], "file": "interpret/leakage_pairs.jpg", "error": ""}),
@@ -55,7 +56,12 @@ RECORDS = {
     "summary": ModelSummary(architecture="resnet34", title="ResNet34", family="resnet", library="timm",
                             input_shape=[3, 224, 224], params_total=190,
                             stages=[ModelStage("backbone", "conv1", "Conv2d + BatchNorm2d", [64, 112, 112], 100),
-                                    ModelStage("head", "head.0", "Linear", [10], 90)]),
+                                    ModelStage("head", "head.0", "Linear", [10], 90)],
+                            params_backbone=100, params_head=90, params_trainable_frozen=90,
+                            params_trainable_finetuned=190,
+                            efficiency=results.ModelEfficiency(
+                                input_shape=[3, 224, 224], flops=1000, flops_backbone=900, flops_head=100,
+                                latency=[results.Latency(1, 2.5, 10)], cpu="x", threads=2, torch="2")),
 }
 
 

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from conftest import REPO, make_dataset
 from monkeyreport.cli import app
 from monkeyreport.errors import MonkeyReportError
+from monkeyreport.results import SUMMARY_SCHEMA
 from monkeyreport.spanish_format import decimal
 
 SMOKE = REPO / "configs" / "smoke.toml"
@@ -123,9 +124,15 @@ def fake_results(config_path: Path, data_root: Path) -> None:
                   {"group": "head", "name": "head.0", "layer": "Linear", "output_shape": [10], "params": 90}]
         path = cfg.report_dir / "models" / f"{arch}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"schema": 2, "architecture": arch, "title": title,
+        efficiency = {"input_shape": [3, 64, 64], "flops": 2_000_000, "flops_backbone": 1_900_000, "flops_head": 100_000,
+                      "latency": [{"batch": 1, "ms_per_image": 2.5, "repeats": 10},
+                                  {"batch": 32, "ms_per_image": 1.5, "repeats": 3}],
+                      "cpu": "Test CPU", "threads": 2, "torch": "x"}
+        path.write_text(json.dumps({"schema": SUMMARY_SCHEMA, "architecture": arch, "title": title,
                                     "family": family, "library": library,
-                                    "input_shape": [3, 224, 224], "params_total": 190, "stages": stages}))
+                                    "input_shape": [3, 224, 224], "params_total": 190, "stages": stages,
+                                    "params_backbone": 100, "params_head": 90, "params_trainable_frozen": 90,
+                                    "params_trainable_finetuned": 190, "efficiency": efficiency}))
 
 
 @pytest.fixture(scope="module")
@@ -296,7 +303,7 @@ def test_conclusions_follow_the_numbers_and_their_significance():
     assert "El mejor resultado en validación lo obtuvo AlexNet (congelado)" in text
     assert "Según la prueba exacta de McNemar, con la corrección de Holm" in text
     assert "estadísticamente significativa (p corregido &lt; 0,05) frente a vanilla_cnn y AlexNet (fine-tuning)" in text
-    assert "congelar el backbone dio un resultado significativamente mejor" in text
+    assert "el modelo con el backbone congelado dio un resultado significativamente mejor" in text
     assert "AlexNet (fine-tuning) no aprendió" in text
     assert "Uno de los dos modelos con transfer learning la superó" in text and "de −35,0 a +48,0 puntos" in text
 
@@ -376,11 +383,14 @@ def test_overfitting_is_found_where_validation_loss_rises_after_its_minimum():
 
     rows = [finding_row("v", "vanilla_cnn", False, 0.5), finding_row("e", "lite0", False, 0.9)]
     rows[1]["best"] = True
-    rows[0]["history"] = [{"epoch": e, "val_loss": v} for e, v in enumerate([2.0, 1.5, 1.4, 1.3], 1)]
-    rows[1]["history"] = [{"epoch": e, "val_loss": v} for e, v in enumerate([1.0, 0.8, 0.9, 1.1], 1)]
+    rows[0]["history"] = [{"epoch": e, "val_loss": v, "val_accuracy": 0.5}
+                          for e, v in enumerate([2.0, 1.5, 1.4, 1.3], 1)]
+    rows[1]["history"] = [{"epoch": e, "val_loss": v, "val_accuracy": 0.9}
+                          for e, v in enumerate([1.0, 0.8, 0.9, 1.1], 1)]
     (found,) = [f for f in findings(rows, [], 10, 0) if f["kind"] == "overfitting"]
-    assert [(o["row"]["name"], o["best_epoch"], o["last_epoch"]) for o in found["runs"]] == [("e", 2, 4)]
-    assert "mínimo en la época 2, de 0,800 a 1,100 en la época 4" in word([found])
+    assert [(o["row"]["name"], o["curves"]["best"]["epoch"], o["curves"]["last"]["epoch"]) for o in found["runs"]] \
+        == [("e", 2, 4)]
+    assert "mínimo en la época 2 (0,800) y subió a 1,100 en la época 4" in word([found])
 
 
 def section_text(html: str, heading: str) -> str:
@@ -411,10 +421,11 @@ def test_every_figure_and_table_is_cited_in_the_text(project):
     html = (project["report"] / "report.html").read_text()
     body = re.sub(r"<figcaption>.*?</figcaption>|<caption>.*?</caption>", " ", html, flags=re.S)
     body = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
-    cited = {(kind, int(n)) for kind, numbers in re.findall(r"\b(Figura|Tabla|Cuadro)s? ((?:\d+(?:, | y )?)+)", body)
+    cited = {(kind, int(n)) for kind, numbers in re.findall(r"\b(Figura|Tabla)s? ((?:\d+(?:, | y )?)+)", body)
              for n in re.findall(r"\d+", numbers)}
-    shown = {(kind, int(n)) for kind, n in re.findall(r'<span class="label">(Figura|Tabla|Cuadro) (\d+)\.</span>', html)}
-    assert ("Figura", 12) in shown and ("Tabla", 3) in shown and ("Cuadro", 2) in shown
+    shown = {(kind, int(n)) for kind, n in re.findall(r'<span class="label">(Figura|Tabla) (\d+)\.</span>', html)}
+    assert ("Figura", 12) in shown and ("Tabla", 5) in shown and "Cuadro" not in html
     assert shown - cited == set()
-    figure_numbers = sorted(n for kind, n in shown if kind == "Figura")
-    assert figure_numbers == list(range(1, len(figure_numbers) + 1))
+    for kind in ("Figura", "Tabla"):  # one numbering series each, in the order they appear
+        numbers = re.findall(rf'<span class="label">{kind} (\d+)\.</span>', html)
+        assert [int(n) for n in numbers] == list(range(1, len(numbers) + 1))

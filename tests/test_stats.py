@@ -6,6 +6,7 @@ import json
 import math
 import re
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -65,24 +66,78 @@ def test_exact_mcnemar_counts_only_discordant_images():
     assert same.p_value == 1.0 and not same.significant
 
 
-def test_leak_free_metrics_leave_out_validation_images_with_a_copy_in_training():
-    eda = replace(RECORDS["eda"], duplicates={"groups": [
+def duplicated_eda():
+    """eda.json with one training/validation group (x leaked) and one group of two validation
+    copies (y, z)."""
+    return replace(RECORDS["eda"], duplicates={"groups": [
         {"cross_split": True, "files": [{"file": "training/n0/a.jpg", "split": "training"},
                                         {"file": "validation/n0/x.jpg", "split": "validation"}]},
         {"cross_split": False, "files": [{"file": "validation/n1/y.jpg", "split": "validation"},
                                          {"file": "validation/n1/z.jpg", "split": "validation"}]},
     ]})
-    leaked = eda.leaked_validation_files
+
+
+def test_leak_free_metrics_leave_out_leaked_images_and_count_validation_copies_once():
+    eda = duplicated_eda()
+    leaked, copies = eda.leaked_validation_files, eda.validation_copies
     assert leaked == {"validation/n0/x.jpg"}
-    files = ["validation/n0/x.jpg", "validation/n1/y.jpg", "validation/n1/z.jpg", "validation/n0/w.jpg"]
-    predictions = Predictions(files, ["n0", "n1"], np.array([0, 1, 1, 0]), np.array([0, 1, 0, 1]),
-                              np.zeros((4, 2)))
-    result = stats.experiment_statistics(predictions, leaked, seed=0)
-    assert result["all"]["accuracy"]["value"] == pytest.approx(0.5) and result["all"]["accuracy"]["n"] == 4
+    assert copies == [["validation/n1/y.jpg", "validation/n1/z.jpg"]]
+    files = ["validation/n0/x.jpg", "validation/n1/y.jpg", "validation/n1/z.jpg", "validation/n0/w.jpg",
+             "validation/n1/v.jpg"]
+    # x right (leaked), y right, z (its copy) wrong as n0, w wrong as n1, v wrong as n0.
+    predictions = Predictions(files, ["n0", "n1"], np.array([0, 1, 1, 0, 1]), np.array([0, 1, 0, 1, 0]),
+                              np.zeros((5, 2)))
+    result = stats.experiment_statistics(predictions, leaked, seed=0, copies=copies)
+    assert result["all"]["accuracy"]["value"] == pytest.approx(2 / 5) and result["all"]["accuracy"]["n"] == 5
+    assert (result["n_val"], result["n_leaked"], result["n_photographs"]) == (5, 1, 4)
+    # Without the leaked x and with z counted as its photograph y: y, w, v.
     assert result["leak_free"]["accuracy"]["value"] == pytest.approx(1 / 3)
     assert result["leak_free"]["accuracy"]["n"] == 3
-    assert [c["support"] for c in result["per_class"]] == [2, 2]
+    assert result["leaked"]["accuracy"]["value"] == 1.0 and result["leaked"]["accuracy"]["n"] == 1
+    assert [c["support"] for c in result["per_class"]] == [2, 3]  # per class: every image
+    # Pairs and what each class is taken for: each photograph once (z is not a second n1-as-n0 error).
     assert result["most_confused"] == [{"pair": ["n0", "n1"], "errors": 2, "a_as_b": 1, "b_as_a": 1}]
+    assert [c["mistaken_for"] for c in result["per_class"]] == [{"class": "n1", "images": 1},
+                                                                {"class": "n0", "images": 1}]
+
+
+def test_validation_copies_count_once_in_the_bootstrap():
+    true, pred = labels(120, 5, 0.2, 3)
+    files = [f"f{i}" for i in range(120)]
+    doubled_files = files + [f"{f}_copy" for f in files]
+    ids = stats.photographs(doubled_files, [[f, f"{f}_copy"] for f in files])
+    assert ids.tolist() == list(range(120)) * 2 and stats.first_copies(ids).tolist() == [True] * 120 + [False] * 120
+    once = stats.estimates(true, pred, 5, seed=7)
+    doubled = stats.estimates(np.tile(true, 2), np.tile(pred, 2), 5, seed=7, ids=ids)
+    # Copies drawn with their photograph: exactly the interval of the photographs alone.
+    for metric in ("accuracy", "macro_f1"):
+        assert (doubled[metric].value, doubled[metric].low, doubled[metric].high) == pytest.approx(
+            (once[metric].value, once[metric].low, once[metric].high))
+    assert doubled["accuracy"].n == 240
+    naive = stats.estimates(np.tile(true, 2), np.tile(pred, 2), 5, seed=7)  # copies as independent images
+    assert naive["accuracy"].high - naive["accuracy"].low < 0.8 * (once["accuracy"].high - once["accuracy"].low)
+
+
+def test_mcnemar_counts_each_validation_photograph_once(tmp_path):
+    from monkeyreport.config import load_config
+
+    from test_training import write_config
+
+    config = load_config(write_config(tmp_path, [{"name": "a", "architecture": "vanilla_cnn"},
+                                                 {"name": "b", "architecture": "vanilla_cnn"}], tmp_path, epochs=1))
+    files = ["p", "p_copy", "q", "r"]
+    true = np.zeros(4, dtype=np.int64)
+    # a is right on p and its copy; b wrong on both; both right on q and r.
+    predictions = {"a": Predictions(files, ["n0", "n1"], true, np.array([0, 0, 0, 0]), np.zeros((4, 2))),
+                   "b": Predictions(files, ["n0", "n1"], true, np.array([1, 1, 0, 0]), np.zeros((4, 2)))}
+    per_run = {n: stats.experiment_statistics(p, set(), 0, [["p", "p_copy"]]) for n, p in predictions.items()}
+    groups = {n: stats.group_statistics([n], [config.seed], per_run) for n in per_run}
+    runs = {n: SimpleNamespace(architecture="vanilla_cnn", frozen=False, macro_f1=0.0,
+                               accuracy=per_run[n]["all"]["accuracy"]["value"]) for n in per_run}
+    (test,) = stats.comparisons(config, groups, runs, predictions, "a", [["p", "p_copy"]])
+    assert (test["mcnemar"][0]["only_a_right"], test["mcnemar"][0]["only_b_right"]) == (1, 0)
+    (naive,) = stats.comparisons(config, groups, runs, predictions, "a")
+    assert naive["mcnemar"][0]["only_a_right"] == 2
 
 
 def test_report_shows_intervals_tests_and_per_class_from_stats_json(project):  # noqa: F811
@@ -155,3 +210,22 @@ def test_damaged_result_files_mark_their_row_and_fail_the_command(project, tmp_p
     statistics = json.loads((p["report"] / "stats" / "stats.json").read_text())
     assert "alexnet_frozen" not in statistics["experiments"] and "resnet34_frozen" not in statistics["experiments"]
     assert len(statistics["experiments"]) == 5
+
+
+def test_eda_reports_the_copies_inside_the_validation_split(tmp_path):
+    import shutil
+
+    from conftest import make_dataset
+    from monkeyreport.eda import run_eda
+    from test_eda import config_for
+
+    root = make_dataset(tmp_path / "d")
+    val = root / "validation" / "validation"
+    shutil.copy(val / "n1" / "n1v000.jpg", val / "n1" / "n1v_copy.jpg")  # a copy inside validation
+    shutil.copy(root / "training" / "training" / "n0" / "n0t000.jpg", val / "n0" / "leak.jpg")  # one across
+    eda = run_eda(config_for(root, tmp_path / "r"), show_progress=False)
+    dup = eda.duplicates
+    assert (dup["n_groups"], dup["n_validation_copy_groups"], dup["n_validation_repeats"]) == (2, 1, 1)
+    assert dup["hash_bits"] == 64 and dup["near_distance"] >= 0
+    assert eda.validation_copies == [["validation/validation/n1/n1v000.jpg", "validation/validation/n1/n1v_copy.jpg"]]
+    assert eda.leaked_validation_files == {"validation/validation/n0/leak.jpg"}

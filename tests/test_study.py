@@ -176,8 +176,9 @@ def test_conclusions_over_seeds_use_the_corrected_paired_test_and_count_the_seed
     significant = text([comparison("frozen", "tuned", 0.01), comparison("frozen", "tuned2", 0.30)])
     assert "accuracy medio de 0,9500 y un macro F1-score medio de 0,9500 sobre tres semillas" in significant
     assert "Según la prueba t pareada sobre tres semillas, con la corrección de Holm" in significant
-    assert "congelar el backbone dio un resultado significativamente mejor" in significant
-    assert "Entre Lite0 (congelado) y Lite0 ajustada (fine-tuning), la diferencia entre congelar" in significant
+    assert "con la receta base y tres semillas, el modelo con el backbone congelado dio un resultado" in significant
+    assert ("Entre Lite0 (congelado) y Lite0 ajustada (fine-tuning), cada uno con su receta" in significant
+            and "la diferencia entre el modelo con el backbone congelado" in significant)
     assert "0,9500 ± 0,0100 congelado frente a 0,9400 ± 0,0173 con fine-tuning en tres semillas; p corregido = 0,300" \
         in significant
     assert ("Con la receta base, el backbone congelado de Lite0 supera al fine-tuning por 5,0 puntos porcentuales de "
@@ -191,7 +192,7 @@ def test_a_confusion_shared_by_variants_of_one_architecture_is_not_a_shared_diff
     from monkeyreport.context import per_class_view
 
     def row(name, architecture, best=False):
-        stats = {"per_class": [], "most_confused": [{"pair": ["n0", "n9"], "errors": 2, "a_as_b": 1, "b_as_a": 1}]}
+        stats = {"per_class": [], "most_confused": [{"pair": ["n0", "n9"], "errors": 4, "a_as_b": 2, "b_as_a": 2}]}
         return {"name": name, "architecture": architecture, "best": best, "stats": stats}
 
     classes = [{"code": "n0", "latin": "Alouatta palliata"}, {"code": "n9", "latin": "Trachypithecus johnii"}]

@@ -16,7 +16,7 @@ BENCH_FLAGS  ?=
 SOUNDNESS_CONFIG ?= configs/offline.toml
 SOUNDNESS_FLAGS  ?=
 
-.PHONY: install test eda train report bench bench-build bench-grid soundness clean
+.PHONY: install test eda train report bench bench-build bench-grid bench-features soundness clean
 
 install: $(STAMP)
 
@@ -56,6 +56,10 @@ bench-build: install
 # One worker against two (--jobs) on a grid of frozen and fine-tuned runs; writes benchmarks/grid.md.
 bench-grid: install
 	$(BIN)/python benchmarks/grid.py $(DATA_FLAG)
+
+# The study profile's frozen rows: a feature pass per run against one shared pass; writes benchmarks/features.md.
+bench-features: install
+	$(BIN)/python benchmarks/features.py $(DATA_FLAG)
 
 # fp32 against the fast path over five seeds (the config's epochs each); writes benchmarks/soundness.md.
 soundness: install

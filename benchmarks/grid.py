@@ -5,8 +5,9 @@ EfficientNet-Lite0 frozen and fine-tuned from its packaged weights) with two see
 subset of the real dataset: six runs. It is trained from nothing twice, into two runs
 folders: `monkeyreport train --jobs 1` (one worker with every core) and `--jobs 2` (two
 workers with half the cores each; work_queue.py). Both start with the same warm caches
-(the decoded images and the fast path's measurements are built first, untimed), so the two
-wall times compare the training alone. Results go to stdout and benchmarks/grid.md: both
+(the decoded images and the fast path's measurements are built first, untimed; the frozen
+runs' features are not copied, so each grid computes them once), so the two wall times
+compare the training alone. Results go to stdout and benchmarks/grid.md: both
 wall times, their ratio, which worker trained which run, and each run's accuracy in both.
 """
 
@@ -99,7 +100,8 @@ def main() -> None:
                    capture_output=True)  # decoded images and fast-path measurements, untimed
     for runs in ("one", "two"):
         (args.out / runs).mkdir()
-        shutil.copytree(args.out / "warm" / "cache", args.out / runs / "cache")
+        # Without the warm run's features: both grids compute the frozen runs' feature pass.
+        shutil.copytree(args.out / "warm" / "cache", args.out / runs / "cache", ignore=shutil.ignore_patterns("features"))
     one_seconds, _ = train(write_config(args.out, "one", args), 1)
     two_seconds, two_output = train(write_config(args.out, "two", args), 2)
     by_worker = trained_by(two_output)

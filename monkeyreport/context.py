@@ -73,6 +73,7 @@ def experiment_rows(config: Config, statistics: Statistics) -> list[dict[str, An
             "macro_f1": group["macro_f1"]["mean"] if group else (metrics.macro_f1 if metrics else None),
             "stats": statistics.experiments.get(first.name) if metrics else None,
             "group": group, "n_seeds": len(runs), "recipe": exp.training,
+            "on_features": config.recipe(exp).trains_on_features(exp.frozen),  # head trained on cached features
             "best": False,
         })
     for r in selection.top([r for r in rows if r["status"] == "ok"], row_scores):

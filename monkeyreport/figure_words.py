@@ -34,7 +34,8 @@ WORDS: dict[str, dict[str, frozenset[str]]] = {
                     "frozen_shared": frozenset({"label"}), "finetuned_shared": frozenset({"label"})},
     "confusion": {"x": frozenset(), "y": frozenset()},
     "curves": {key: frozenset() for key in (
-        "epoch", "loss", "accuracy", "train_loss", "val_loss", "train_accuracy", "val_accuracy")},
+        "epoch", "loss", "accuracy", "train_loss", "val_loss", "train_accuracy", "val_accuracy",
+        "holdout_loss", "holdout_accuracy")},
     "seeds": {"accuracy": frozenset(), "macro_f1": frozenset()},
     "reliability": {"x": frozenset(), "y": frozenset(), "ideal": frozenset(), "ece": frozenset({"ece"})},
     "top_losses": {"label": frozenset({"true", "predicted", "probability"}), "leaked": frozenset()},

@@ -297,11 +297,14 @@ def confusion_matrices(panels: Sequence[tuple[str, Sequence[Sequence[int]]]], na
 
 
 def training_curves(histories: Sequence[tuple[str, Sequence[dict[str, float]]]], words: dict[str, dict[str, str]],
-                    path: Path) -> None:
+                    path: Path, holdout: bool = False) -> None:
     """Training and validation loss (left axis) and accuracy (right axis) per epoch, one panel
     per experiment, three per row; the training accuracy where history.csv has it (older
-    runs lack it)."""
-    w = words["curves"]
+    runs lack it). With `holdout` selection the validation columns are the held-out training
+    images, and the legend says so."""
+    w = dict(words["curves"])
+    if holdout:
+        w["val_loss"], w["val_accuracy"] = w["holdout_loss"], w["holdout_accuracy"]
     trained = [[r.get("train_accuracy", math.nan) for r in rows] for _, rows in histories]
     with_train = any(math.isfinite(v) for values in trained for v in values)
     n = len(histories)

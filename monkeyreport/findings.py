@@ -13,6 +13,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import scipy.stats
+
 from monkeyreport import selection
 from monkeyreport.results import Statistics
 
@@ -186,16 +188,28 @@ def findings(rows: list[dict[str, Any]], tests: list[dict[str, Any]], num_classe
 
 def memorisation(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per finished experiment with both kinds of image: its accuracy (mean over seeds) on the
-    validation photographs with a copy in training and on the others, and the difference."""
+    validation photographs with a copy in training and on the others, the difference, and
+    whether the first seed's photographs with a copy are right more often than chance allows
+    (one-sided Fisher exact test on its 2×2 table of right and wrong): a few dozen copies
+    make a gap of several points easy to get by chance."""
     out = []
     for r in done:
         counts = [r["stats"][subset]["accuracy"]["n"] for subset in ("leaked", "leak_free")] if r["stats"] else [0]
         if r["group"] and all(counts):
             leaked, clean = r["group"]["leaked"]["accuracy"]["mean"], r["group"]["leak_free"]["accuracy"]["mean"]
             out.append({"row": r, "leaked": leaked, "clean": clean, "difference": leaked - clean,
-                        "n_leaked": r["stats"]["leaked"]["accuracy"]["n"],
-                        "n_clean": r["stats"]["leak_free"]["accuracy"]["n"]})
+                        "n_leaked": counts[0], "n_clean": counts[1], "p": _fisher_greater(r["stats"])})
     return out
+
+
+def _fisher_greater(first_seed: dict[str, Any]) -> float:
+    """One-sided p-value that the photographs with a copy in training are right more often."""
+    table = []
+    for subset in ("leaked", "leak_free"):
+        n = first_seed[subset]["accuracy"]["n"]
+        right = round(first_seed[subset]["accuracy"]["value"] * n)
+        table.append([right, n - right])
+    return float(scipy.stats.fisher_exact(table, alternative="greater").pvalue)
 
 
 def _freezing(done: list[dict[str, Any]], tests: list[dict[str, Any]]) -> list[dict[str, Any]]:

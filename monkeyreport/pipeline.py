@@ -115,7 +115,7 @@ STAGES: tuple[Stage, ...] = (
           "monkeyreport.report_figures:run_stage",
           reads=(Dep(EDA_JSON), Dep(SUMMARY), Dep(METRICS), Dep(HISTORY), Dep("{report}/stats/stats.json"),
                  Dep(SPECIES), Dep(FIGURE_WORDS)),
-          params=("seeds", "experiments"),
+          params=("seeds", "experiments", "training.selection"),
           code=("report_figures.py", "figures.py", "selection.py", "architectures.py", "run_state.py", "species.py",
                 "figure_words.py"),
           version=results.FIGURES_SCHEMA,

@@ -10,6 +10,8 @@ interpretation figures the interpret stage's.
 
 from __future__ import annotations
 
+import functools
+
 import time
 from pathlib import Path
 from typing import Any
@@ -92,7 +94,9 @@ def draw(config: Config, templates_dir: Path) -> FiguresManifest:
         history = History.read(RunFiles.of(config.runs_dir, first[e.name][0].name).history).rows if e.name in first else []
         if history:
             histories.append((panel_title(e, words), history))
-    curves = drawn("training_curves.png", figures.training_curves, histories, words) if histories else None
+    holdout = config.training.selection == "holdout"
+    curves = (drawn("training_curves.png", functools.partial(figures.training_curves, holdout=holdout), histories,
+                    words) if histories else None)
     seeds = None
     if len(config.run_seeds) > 1 and finished:
         points = [(panel_title(e, words), [(run.seed, m.accuracy, m.macro_f1) for run, m in finished[e.name]])

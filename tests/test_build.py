@@ -107,7 +107,8 @@ def test_counts_in_the_text_are_those_of_the_images_used(smoke):
 
     html = (smoke["report"] / "report.html").read_text()
     text = " ".join(re.sub(r"<[^>]+>", " ", html).split())
-    assert f"Esta ejecución valida con {used} imágenes, de las cuales {leaked} tienen esa copia" in text
+    assert (f"Los modelos de este estudio se validan con {used} imágenes, de las cuales {leaked} "
+            "tienen esa copia") in text
     assert f"Como {leaked} de las {used} imágenes de validación usadas" in text
     assert f"La validación sin duplicados cubre {clean} de las {used} imágenes" in text
     assert "como máximo 6 imágenes por clase y partición: 60 de entrenamiento y 60 de validación" in text

@@ -45,6 +45,8 @@ def test_image_cache_does_not_change_what_fine_tuning_learns(tmp_path):
     data = make_dataset(tmp_path / "d", per_class=(8, 4))
     base = load_config(write_config(tmp_path, [{"name": "v", "architecture": "vanilla_cnn"}], data,
                                     epochs=2, batch_size=4))
+    # One layout for both: each runs folder measuring its own could choose differently.
+    base = dataclasses.replace(base, trainer=dataclasses.replace(base.trainer, memory_format="contiguous"))
     plain = with_training(base, image_cache=False, num_workers=2)
     plain = dataclasses.replace(plain, output=dataclasses.replace(plain.output, runs_dir=str(tmp_path / "plain")))
     (decoded,) = train_all(plain, show_progress=False)

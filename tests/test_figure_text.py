@@ -284,3 +284,18 @@ def test_figure_words_are_checked(tmp_path):
         with pytest.raises(MonkeyReportError, match=re.escape(message)) as error:
             figure_words(tmp_path)
         assert str(words) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_training_curves_name_the_holdout_when_the_epoch_is_chosen_on_it(monkeypatch, tmp_path):
+    words = figure_words(TEMPLATES)
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.2 / e, "train_accuracy": 0.5, "val_accuracy": 0.4}
+            for e in (1, 2)]
+    with recording(monkeypatch) as drawn:
+        figures.training_curves([("VanillaCNN", rows)], words, tmp_path / "last.png")
+        figures.training_curves([("VanillaCNN", rows)], words, tmp_path / "holdout.png", holdout=True)
+    last, holdout = ({text for text, _ in drawn[tmp_path / name]} for name in ("last.png", "holdout.png"))
+    curves = words["curves"]
+    assert {curves["val_loss"], curves["val_accuracy"]} <= last
+    assert not {curves["holdout_loss"], curves["holdout_accuracy"]} & last
+    assert {curves["holdout_loss"], curves["holdout_accuracy"]} <= holdout
+    assert not {curves["val_loss"], curves["val_accuracy"]} & holdout

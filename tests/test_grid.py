@@ -43,6 +43,7 @@ num_workers = 0
 accelerator = "cpu"
 devices = 1
 precision = "32-true"
+memory_format = "contiguous"  # not measured: each runs folder would measure for itself
 [[experiments]]
 name = "fast"
 title = "VanillaCNN"

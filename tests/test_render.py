@@ -21,10 +21,10 @@ from monkeyreport.spanish_format import decimal
 
 SMOKE = REPO / "configs" / "smoke.toml"
 SPEC_HEADINGS = [
-    "Introducción", "Redes Convolucionales", "AlexNet", "ResNet", "EfficientNet",
-    "Transfer Learning", "Los Datos", "Análisis Exploratorio", "Modelamiento",
-    "Preprocesamiento", "Detalles de Arquitecturas", "Evaluación", "Resultados del Modelo",
-    "Conclusiones", "Referencias", "Reproducibilidad", "Comparación con el reporte original",
+    "Introducción", "Redes convolucionales", "AlexNet", "ResNet", "EfficientNet",
+    "Aprendizaje por transferencia", "Los datos", "Análisis exploratorio", "Modelamiento",
+    "Preprocesamiento", "Detalles de las arquitecturas", "Evaluación", "Resultados de los modelos",
+    "Conclusiones", "Referencias", "Reproducibilidad", "Comparación con el informe original",
 ]
 ROW = re.compile(r"(\S+) (Sí|No|-) (\d,\d{4}|pendiente|falló)(?: \[[^\]]*\])? (\d,\d{4}|pendiente|falló)")
 runner = CliRunner()
@@ -268,7 +268,7 @@ def finding_row(name, arch, frozen, acc, params=1):
                      params, params, 1, 1.0, "cpu", 0, PreprocessingRecord(1, 1, (0.5,), (0.5,)), {})
     return {"name": name, "label": arch, "architecture": arch, "frozen": frozen, "status": "ok",
             "transfer": arch != "vanilla_cnn", "accuracy": acc, "macro_f1": acc,
-            "best": False, "run": run, "stats": None, "group": None, "recipe": {}, "reason": "", "history": []}
+            "best": False, "run": run, "stats": None, "group": None, "recipe": {}, "reason": "", "history": [], "on_features": False}
 
 
 def mcnemar_test(a, b, p):
@@ -302,10 +302,12 @@ def test_conclusions_follow_the_numbers_and_their_significance():
     text = word(found)
     assert "El mejor resultado en validación lo obtuvo AlexNet (congelado)" in text
     assert "Según la prueba exacta de McNemar, con la corrección de Holm" in text
-    assert "estadísticamente significativa (p corregido &lt; 0,05) frente a vanilla_cnn y AlexNet (fine-tuning)" in text
-    assert "el modelo con el backbone congelado dio un resultado significativamente mejor" in text
-    assert "AlexNet (fine-tuning) no aprendió" in text
-    assert "Uno de los dos modelos con transfer learning la superó" in text and "de −35,0 a +48,0 puntos" in text
+    assert ("estadísticamente significativa (p corregido &lt; 0,05) frente a vanilla_cnn y "
+            "AlexNet (ajuste fino)") in text
+    assert "el modelo con la red troncal congelada obtuvo un resultado significativamente mejor" in text
+    assert "AlexNet (ajuste fino) no aprendió" in text
+    assert "Uno de los dos modelos con aprendizaje por transferencia la superó" in text
+    assert "de −35,0 a +48,0 puntos" in text
 
     # Not significant: no model is called better, and the text says so.
     tied = [mcnemar_test("af", "v", 0.2), mcnemar_test("af", "at", 0.06)]
@@ -314,7 +316,7 @@ def test_conclusions_follow_the_numbers_and_their_significance():
     assert found[1]["winner"] is None
     text = word(found)
     assert "la diferencia no es estadísticamente significativa" in text
-    assert "no puede afirmarse que sea mejor que ellos" in text
+    assert "no puede afirmarse que sea mejor que esos modelos" in text
     assert "significativamente mejor" not in text and "superó de forma significativa" not in text
 
 
@@ -411,10 +413,38 @@ def test_text_names_exactly_the_architectures_of_the_run(project, tmp_path):
     intro = section_text(html, "Introducción")
     assert "Se comparan VanillaCNN y AlexNet" in intro and "torchvision" in intro
     assert "ResNet" not in intro and "EfficientNet" not in intro and "timm" not in intro
-    cnn = section_text(html, "Redes Convolucionales")
+    cnn = section_text(html, "Redes convolucionales")
     assert "no se entrenó ninguna ResNet" in cnn and "no se entrenó ninguna EfficientNet" in cnn
     assert "Este trabajo usa la variante de torchvision" in cnn
     assert "arch_alexnet.png" in html and "arch_vanilla_cnn.png" in html and "arch_resnet34.png" not in html
+    modelling = section_text(html, "Modelamiento")  # one transfer architecture: no plural of it
+    assert "AlexNet" in modelling and "variantes cada una" not in modelling and "redes troncales" not in modelling
+
+
+# Each concept has one Spanish term; the English one appears once, in parentheses, where the
+# term is first explained (Resumen or Introducción), and never again in the prose.
+ENGLISH_TERMS = ("accuracy", "fine-tuning", "backbone", "transfer learning")
+CALQUES = ("esta ejecución",)
+
+
+def prose(html: str) -> str:
+    """The report's running text: the body without tags, code, the references (titles as
+    published) and the first parenthesised gloss of each English term."""
+    body = html[html.index("<body"):]
+    body = re.sub(r'<section class="references">.*?</section>', " ", body, flags=re.S)
+    body = re.sub(r"<code>.*?</code>", " ", body, flags=re.S)
+    text = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
+    for term in ENGLISH_TERMS:
+        text = re.sub(rf"\(\s*{re.escape(term)}\s*\)", " ", text, count=1, flags=re.I)
+    return text
+
+
+def test_one_spanish_term_per_concept_after_its_first_gloss(project):
+    text = prose((project["report"] / "report.html").read_text())
+    assert "exactitud" in text and "ajuste fino" in text and "red troncal" in text  # the terms are used
+    found = [text[max(0, m.start() - 60):m.end() + 60]
+             for m in re.finditer("|".join(re.escape(w) for w in ENGLISH_TERMS + CALQUES), text, re.I)]
+    assert not found, found[:8]
 
 
 def test_every_figure_and_table_is_cited_in_the_text(project):
@@ -429,3 +459,12 @@ def test_every_figure_and_table_is_cited_in_the_text(project):
     for kind in ("Figura", "Tabla"):  # one numbering series each, in the order they appear
         numbers = re.findall(rf'<span class="label">{kind} (\d+)\.</span>', html)
         assert [int(n) for n in numbers] == list(range(1, len(numbers) + 1))
+
+
+def test_every_reference_is_cited_in_the_text(project):
+    html = (project["report"] / "report.html").read_text()
+    listed = re.search(r'<section class="references">.*?</section>', html, re.S).group(0)
+    n = len(re.findall(r"<li>", listed))
+    body = re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html.replace(listed, "")))
+    cited = {int(k) for group in re.findall(r"\[(\d+(?:[,–-] ?\d+)*)\]", body) for k in re.findall(r"\d+", group)}
+    assert n >= 12 and set(range(1, n + 1)) <= cited, sorted(set(range(1, n + 1)) - cited)

@@ -159,7 +159,7 @@ def test_conclusions_over_seeds_use_the_corrected_paired_test_and_count_the_seed
         group = {"seeds": [42, 43, 44], "accuracy": spread, "macro_f1": spread}
         return {"name": name, "label": label, "architecture": "efficientnet_lite0", "frozen": frozen,
                 "status": "ok", "transfer": True, "accuracy": acc, "macro_f1": acc, "best": False, "run": None,
-                "stats": None, "group": group, "recipe": recipe or {}, "reason": "", "history": []}
+                "stats": None, "group": group, "recipe": recipe or {}, "reason": "", "history": [], "on_features": False}
 
     def comparison(a, b, p_holm):
         return {"a": a, "b": b, "test": "paired_t", "seeds": [42, 43, 44], "p_value": p_holm / 2,
@@ -174,16 +174,16 @@ def test_conclusions_over_seeds_use_the_corrected_paired_test_and_count_the_seed
         return " ".join(re.sub(r"\s+", " ", str(macro(f, 10))) for f in findings(rows, tests, 10, 0))
 
     significant = text([comparison("frozen", "tuned", 0.01), comparison("frozen", "tuned2", 0.30)])
-    assert "accuracy medio de 0,9500 y un macro F1-score medio de 0,9500 sobre tres semillas" in significant
+    assert "exactitud media de 0,9500 y un F1 macro medio de 0,9500 sobre tres semillas" in significant
     assert "Según la prueba t pareada sobre tres semillas, con la corrección de Holm" in significant
-    assert "con la receta base y tres semillas, el modelo con el backbone congelado dio un resultado" in significant
-    assert ("Entre Lite0 (congelado) y Lite0 ajustada (fine-tuning), cada uno con su receta" in significant
-            and "la diferencia entre el modelo con el backbone congelado" in significant)
-    assert "0,9500 ± 0,0100 congelado frente a 0,9400 ± 0,0173 con fine-tuning en tres semillas; p corregido = 0,300" \
-        in significant
-    assert ("Con la receta base, el backbone congelado de Lite0 supera al fine-tuning por 5,0 puntos porcentuales de "
-            "accuracy; con Lite0 ajustada (fine-tuning) la diferencia baja a 1,0 puntos: la receta la reduce sin "
-            "cerrarla, y el backbone congelado sigue por delante en dos de las tres semillas") in significant
+    assert "con la receta base y tres semillas, el modelo con la red troncal congelada obtuvo un resultado" in significant
+    assert ("Entre Lite0 (congelado) y Lite0 ajustada (ajuste fino), cada uno con su receta" in significant
+            and "la diferencia entre el modelo con la red troncal congelada" in significant)
+    assert ("de 0,9500 ± 0,0100 en la variante congelada frente a 0,9400 ± 0,0173 en la de ajuste fino, sobre tres "
+            "semillas; p corregido = 0,300") in significant
+    assert ("Con la receta base, la red troncal congelada de Lite0 supera al ajuste fino en 5,0 puntos porcentuales de "
+            "exactitud; con Lite0 ajustada (ajuste fino) la diferencia baja a 1,0 puntos: la receta la reduce sin "
+            "cerrarla, y la red troncal congelada sigue por delante en dos de las tres semillas") in significant
     tied = text([comparison("frozen", "tuned", 0.06), comparison("frozen", "tuned2", 0.30)])
     assert "significativamente mejor" not in tied and "superó de forma significativa" not in tied
 

@@ -78,9 +78,9 @@ def test_resumen_gives_the_best_result_with_its_interval(rendered):
     stats = rendered["stats"]
     best = stats["experiments"][stats["best"]]["all"]  # one seed: the bootstrap interval
     accuracy = best["accuracy"]
-    assert f"accuracy {decimal(accuracy['value'], 4)}" in text
+    assert re.search(rf"exactitud( \(accuracy\))? {re.escape(decimal(accuracy['value'], 4))}", text), text
     assert f"{decimal(accuracy['low'], 3)}–{decimal(accuracy['high'], 3)}" in text
-    assert "EfficientNetB0 (fine-tuning)" in text and "siete experimentos" in text
+    assert "EfficientNetB0 (ajuste fino)" in text and "siete experimentos" in text
 
 
 def test_appendix_reads_where_the_ranking_differs_from_the_original(rendered):

@@ -90,7 +90,7 @@ def main() -> None:
     for name in frozen:
         for seed in seeds:
             run = name if len(seeds) == 1 else f"{name}-seed{seed}"
-            alone = RunMetrics.read(args.out / f"alone-{seed}" / run / "metrics.json")
+            alone = RunMetrics.read(args.out / f"alone-{seed}" / name / "metrics.json")  # one seed: no suffix
             shared = RunMetrics.read(args.out / "shared" / run / "metrics.json")
             rows.append(f"| {run} | {alone.accuracy:.4f} | {shared.accuracy:.4f} |")
     machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()}"

@@ -365,8 +365,10 @@ def _float_figure(root, pages: list[_Page], n: int, handled: set[str]) -> bool:
     """Fill the gap at the bottom of page `n` (0-based), left by a figure that moved whole to
     page n+1, as a float would: move the blocks that follow the figure in its subsection
     ahead of it; else move the figure ahead of the blocks that end page n; else move ahead
-    of it what follows it in its section, later subsections included. Each figure (by its
-    id) moves once (in `handled`), so the passes end. Returns whether the tree changed."""
+    of it what follows it in its section, later subsections included; and when the figure
+    has moved already, move ahead of it a later figure of its section that fits the gap.
+    Each figure (by its id) moves once (in `handled`), so the passes end. Returns whether
+    the tree changed."""
     page, following = pages[n], pages[n + 1]
     first = following.first_leaf()
     parents = {child: parent for parent in root.iter() for child in parent}
@@ -379,11 +381,21 @@ def _float_figure(root, pages: list[_Page], n: int, handled: set[str]) -> bool:
     at = start = siblings.index(block)
     while at < len(siblings) and siblings[at].tag in HEADINGS:
         at += 1  # a heading kept with the figure under it
-    if at == len(siblings) or siblings[at].tag != "figure" or siblings[at].get("id", "") in handled:
+    if at == len(siblings) or siblings[at].tag != "figure":
         return False
     figure = siblings[at]
     gap = page.limit - page.bottom
     heights = {e: sum(p.height_of(e) for p in pages[n + 1:]) for e in siblings[at + 1:]}
+    if figure.get("id", "") in handled:  # it moved once already: a later figure that fits may go first
+        later = _later_figure(siblings, at, heights, gap, handled)
+        if later is None:
+            return False
+        handled.add(later.get("id", ""))
+        parents[later].remove(later)
+        position = list(parents[figure]).index(figure)
+        parents[figure].insert(position, later)
+        _swap_numbers(root, figure, later)
+        return True
     within = _blocks_after(siblings, at, heights, gap, subsections=False)
     across = _blocks_after(siblings, at, heights, gap, subsections=True)
     earlier = _shortest(siblings, _blocks_before(siblings, at, page, pages[n - 1] if n else None),
@@ -421,6 +433,44 @@ def _blocks_after(siblings: list, at: int, heights: dict, gap: float, subsection
     while chosen and chosen[-1].tag in HEADINGS:
         chosen.pop()
     return chosen
+
+
+def _later_figure(siblings: list, at: int, heights: dict, gap: float, handled: set[str]):
+    """The first figure after the one at `at`, in its section, short enough for `gap` and not
+    moved before; None when there is none."""
+    for element in siblings[at + 1:]:
+        if element.tag in ("h1", "h2"):
+            break
+        if element.tag == "figure" and element.get("id", "") not in handled and 0 < heights[element] <= gap:
+            return element
+    return None
+
+
+FIGURE_LABEL = re.compile(r"Figura (\d+)\.")
+FIGURE_REFERENCE = re.compile(r"\b(Figuras? )(\d+(?:(?:, | y )\d+)*)")
+
+
+def _swap_numbers(root, a, b) -> None:
+    """Figures are numbered in the order they appear: after `b` moved ahead of `a`, they
+    exchange numbers, in their captions, their ids and every reference of the text."""
+    def number(figure) -> str:
+        label = next(e for e in figure.iter() if e.get("class") == "label")
+        return FIGURE_LABEL.match(label.text or "").group(1)
+
+    swap = {number(a): number(b), number(b): number(a)}
+
+    def renumbered(text: str | None) -> str | None:
+        if not text:
+            return text
+        return FIGURE_REFERENCE.sub(lambda m: m.group(1) + re.sub(r"\d+", lambda d: swap.get(d.group(0), d.group(0)),
+                                                                  m.group(2)), text)
+
+    for element in root.iter():
+        element.text, element.tail = renumbered(element.text), renumbered(element.tail)
+        for key in ("id", "alt"):
+            value = element.get(key)
+            if value and (found := re.fullmatch(r"(figura-|Figura )(\d+)", value)):
+                element.set(key, found.group(1) + swap.get(found.group(2), found.group(2)))
 
 
 def _blocks_before(siblings: list, at: int, page: _Page, previous: _Page | None) -> list:

@@ -165,6 +165,23 @@ def test_a_figure_moves_ahead_of_the_text_that_ends_its_page(tmp_path):
     assert "FIGURA" in texts[0] and text.index("SEGUNDO") < text.index("FIGURA") < text.index("TERCERO")
 
 
+def test_a_figure_moved_ahead_of_another_takes_its_number_in_captions_ids_and_text():
+    import xml.etree.ElementTree as ET
+
+    root = ET.fromstring(
+        '<main><p>Véanse la Figura 5 y las Figuras 4, 5 y 6; la Figura 50 no cambia.</p>'
+        '<figure id="figura-6"><img alt="Figura 6"/><figcaption><span class="label">Figura 6.</span> Baja.</figcaption></figure>'
+        '<figure id="figura-5"><img alt="Figura 5"/><figcaption><span class="label">Figura 5.</span> Alta.</figcaption></figure>'
+        '</main>')
+    tall, short = root.findall("figure")[1], root.findall("figure")[0]
+    render._swap_numbers(root, tall, short)  # the short one (6) now comes first: it becomes 5
+    text = ET.tostring(root, encoding="unicode")
+    assert "la Figura 6 y las Figuras 4, 6 y 5; la Figura 50" in text
+    assert [f.get("id") for f in root.findall("figure")] == ["figura-5", "figura-6"]
+    assert [f.find("figcaption").itertext().__next__() for f in root.findall("figure")] == ["Figura 5.", "Figura 6."]
+    assert [f.find("img").get("alt") for f in root.findall("figure")] == ["Figura 5", "Figura 6"]
+
+
 @pytest.mark.parametrize("filler", range(30, 44))
 def test_tables_and_lists_split_with_their_header_and_never_one_row_alone(tmp_path, filler):
     rows = "".join(f"<tr><td>fila{i}</td><td>{i}</td></tr>" for i in range(12))

@@ -17,6 +17,7 @@ import scipy.stats
 
 from monkeyreport import selection
 from monkeyreport.results import Statistics
+from monkeyreport.stats import holm
 
 FAILED_TO_LEARN_FACTOR = 1.5  # accuracy below 1.5 / number of classes: the model did not learn
 OVERFITTING_RISE = 1.1  # validation loss 10 % above its minimum by the last epoch
@@ -190,8 +191,8 @@ def memorisation(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per finished experiment with both kinds of image: its accuracy (mean over seeds) on the
     validation photographs with a copy in training and on the others, the difference, and
     whether the first seed's photographs with a copy are right more often than chance allows
-    (one-sided Fisher exact test on its 2×2 table of right and wrong): a few dozen copies
-    make a gap of several points easy to get by chance."""
+    (one-sided Fisher exact test on its 2×2 table of right and wrong, Holm-corrected over
+    the models): a few dozen copies make a gap of several points easy to get by chance."""
     out = []
     for r in done:
         counts = [r["stats"][subset]["accuracy"]["n"] for subset in ("leaked", "leak_free")] if r["stats"] else [0]
@@ -199,6 +200,9 @@ def memorisation(done: list[dict[str, Any]]) -> list[dict[str, Any]]:
             leaked, clean = r["group"]["leaked"]["accuracy"]["mean"], r["group"]["leak_free"]["accuracy"]["mean"]
             out.append({"row": r, "leaked": leaked, "clean": clean, "difference": leaked - clean,
                         "n_leaked": counts[0], "n_clean": counts[1], "p": _fisher_greater(r["stats"])})
+    # One test per model, and the text names the widest gap: Holm keeps that choice honest.
+    for entry, adjusted in zip(out, holm([e["p"] for e in out])):
+        entry["p_holm"] = adjusted
     return out
 
 

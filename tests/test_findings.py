@@ -134,9 +134,11 @@ def test_leakage_finding_compares_accuracy_on_leaked_photographs_with_the_rest()
     assert "vanilla_cnn: 0,730 en las 10 fotografías con copia frente a 0,510 en las 40 restantes" in text
     # 7 of 10 against about 20 of 40 right: a gap that chance gives often, so no memory is claimed.
     assert found["widest"]["p"] > 0.05 and "puede deberse al azar" in text and "recuerda parte" not in text
+    assert found["widest"]["p_holm"] == pytest.approx(min(1.0, 2 * found["widest"]["p"]))  # two models tested
+    assert "corregida con el método de Holm sobre los dos modelos" in text
     rows = [leak_row("v", "vanilla_cnn", 0.9, 0.5, n_leaked=60, n_clean=200)]
     (found,) = [f for f in findings(rows, [], 10, 60) if f["kind"] == "leakage"]
-    assert found["widest"]["p"] < 0.001 and "el modelo recuerda parte de las imágenes" in word([found])
+    assert found["widest"]["p_holm"] < 0.001 and "el modelo recuerda parte de las imágenes" in word([found])
     rows = [leak_row("v", "vanilla_cnn", 0.5, 0.51), leak_row("e", "lite0", 0.95, 0.96)]
     rows[1]["best"] = True
     (found,) = [f for f in findings(rows, [], 10, 12) if f["kind"] == "leakage"]

@@ -24,6 +24,7 @@ def test_feature_cache_gives_the_same_result_as_the_full_network(tmp_path, archi
     data = make_dataset(tmp_path / "d", per_class=(10, 4))
     frozen = {"name": "frozen", "architecture": architecture, "frozen": True}
     base = load_config(write_config(tmp_path, [frozen], data, epochs=3, batch_size=4, resize=72, crop=64))
+    base = dataclasses.replace(base, trainer=dataclasses.replace(base.trainer, memory_format="contiguous"))
     # The plain path decodes in persistent worker processes, as the offline profile does.
     plain = with_training(base, feature_cache=False, image_cache=False, num_workers=2)
     plain = dataclasses.replace(plain, output=dataclasses.replace(plain.output, runs_dir=str(tmp_path / "plain")))

@@ -80,6 +80,8 @@ def test_default_recipe_trains_as_the_code_before_it(tmp_path, dataset, monkeypa
     run = cfg.runs[0]
     assert experiment_hash(cfg.for_run(run), run.experiment) == experiment_hash(
         explicit.for_run(explicit.runs[0]), explicit.runs[0].experiment)
+    # One layout for both runs folders: each measuring its own could pick another one.
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, memory_format="contiguous"))
     (new,) = train_all(cfg, show_progress=False)
 
     def adam_as_before(self):  # lit_module.py before the recipe keys
@@ -154,6 +156,7 @@ def test_step_schedule_decays_every_third_of_the_epochs():
 
 def test_a_resumed_scheduled_run_trains_as_a_straight_one(tmp_path, dataset, monkeypatch):
     cfg = load_config(write_config(tmp_path, [VANILLA], dataset, epochs=3, scheduler="cosine", warmup_epochs=1))
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, memory_format="contiguous"))  # one layout in both folders
     stop_in_second_epoch(monkeypatch)
     with pytest.raises(training.Interrupted):
         train_all(cfg, show_progress=False)

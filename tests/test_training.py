@@ -135,6 +135,7 @@ def stop_in_second_epoch(monkeypatch) -> None:
 
 def test_interrupted_training_resumes_from_its_last_checkpoint(tmp_path, dataset, monkeypatch):
     cfg = load_config(write_config(tmp_path, [VANILLA], dataset, epochs=3))
+    cfg = dataclasses.replace(cfg, trainer=dataclasses.replace(cfg.trainer, memory_format="contiguous"))  # one layout in both folders
     stop_in_second_epoch(monkeypatch)
     with pytest.raises(Interrupted, match="vanilla: interrupted after 1 finished epoch"):
         train_all(cfg, show_progress=False)

@@ -14,8 +14,6 @@ benchmarks/features.md.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import re
 import shutil
 import subprocess
@@ -25,7 +23,7 @@ import tomllib
 from datetime import datetime, timezone
 from pathlib import Path
 
-from monkeyreport.fast_path import cpu_model
+from bench import machine
 from monkeyreport.results import CacheFiles, RunMetrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,11 +91,10 @@ def main() -> None:
             alone = RunMetrics.read(args.out / f"alone-{seed}" / name / "metrics.json")  # one seed: no suffix
             shared = RunMetrics.read(args.out / "shared" / run / "metrics.json")
             rows.append(f"| {run} | {alone.accuracy:.4f} | {shared.accuracy:.4f} |")
-    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()}"
     runs = len(frozen) * len(seeds)
     report = "\n".join([
         "# Frozen rows: a feature pass per run against one shared pass (`make bench-features`)", "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine}; `{args.config.relative_to(REPO)}`, "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}; `{args.config.relative_to(REPO)}`, "
         f"frozen experiments {', '.join(frozen)} × seeds {seeds} = {runs} runs, full dataset.", "",
         "| | feature passes (files in runs/cache/features) | wall s of the frozen runs | against before |",
         "|---|---|---|---|",

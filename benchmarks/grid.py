@@ -14,8 +14,6 @@ wall times, their ratio, which worker trained which run, and each run's accuracy
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import re
 import shutil
 import subprocess
@@ -24,7 +22,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from monkeyreport.fast_path import cpu_model
+from bench import machine
 from monkeyreport.results import RunMetrics
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,10 +107,9 @@ def main() -> None:
     for run in sorted(by_worker):
         one, two = (RunMetrics.read(args.out / folder / run / "metrics.json") for folder in ("one", "two"))
         rows.append(f"| {run} | {by_worker[run]} | {one.accuracy:.4f} | {two.accuracy:.4f} |")
-    machine = f"{cpu_model()}, {os.cpu_count()} cores, {platform.system()}"
     report = "\n".join([
         "# One worker against two on one grid (`make bench-grid`)", "",
-        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine}; six runs (three experiments × two "
+        f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, {machine()}; six runs (three experiments × two "
         f"seeds), {args.epochs} epochs, {args.per_class} training images per class, 128 px crops.", "",
         "| workers | wall s | against one |", "|---|---|---|",
         f"| 1 (`--jobs 1`, every core) | {one_seconds:.1f} | 1.00 |",

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Callable, Literal, Sequence
 
 import lightning as L
-from filelock import FileLock
 import numpy as np
 import torch
+from filelock import FileLock
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset, TensorDataset
 from torchvision.transforms import v2

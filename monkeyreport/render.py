@@ -394,7 +394,7 @@ def _float_figure(root, pages: list[_Page], n: int, handled: set[str]) -> bool:
         parents[later].remove(later)
         position = list(parents[figure]).index(figure)
         parents[figure].insert(position, later)
-        _swap_numbers(root, figure, later)
+        _renumber_figures(root)
         return True
     within = _blocks_after(siblings, at, heights, gap, subsections=False)
     across = _blocks_after(siblings, at, heights, gap, subsections=True)
@@ -450,19 +450,22 @@ FIGURE_LABEL = re.compile(r"Figura (\d+)\.")
 FIGURE_REFERENCE = re.compile(r"\b(Figuras? )(\d+(?:(?:, | y )\d+)*)")
 
 
-def _swap_numbers(root, a, b) -> None:
-    """Figures are numbered in the order they appear: after `b` moved ahead of `a`, they
-    exchange numbers, in their captions, their ids and every reference of the text."""
-    def number(figure) -> str:
-        label = next(e for e in figure.iter() if e.get("class") == "label")
-        return FIGURE_LABEL.match(label.text or "").group(1)
-
-    swap = {number(a): number(b), number(b): number(a)}
+def _renumber_figures(root) -> None:
+    """Figures are numbered in the order they appear (number_figures); after a figure moved
+    ahead of others, give them their numbers in the new order, in their captions, their ids
+    and every reference of the text."""
+    old = []
+    for figure in root.iter("figure"):
+        label = next((e for e in figure.iter() if e.get("class") == "label"), None)
+        found = FIGURE_LABEL.match(label.text or "") if label is not None else None
+        if found:
+            old.append(found.group(1))
+    new = dict(zip(old, sorted(old, key=int)))  # the k-th figure in the text takes the k-th number
 
     def renumbered(text: str | None) -> str | None:
         if not text:
             return text
-        return FIGURE_REFERENCE.sub(lambda m: m.group(1) + re.sub(r"\d+", lambda d: swap.get(d.group(0), d.group(0)),
+        return FIGURE_REFERENCE.sub(lambda m: m.group(1) + re.sub(r"\d+", lambda d: new.get(d.group(0), d.group(0)),
                                                                   m.group(2)), text)
 
     for element in root.iter():
@@ -470,7 +473,7 @@ def _swap_numbers(root, a, b) -> None:
         for key in ("id", "alt"):
             value = element.get(key)
             if value and (found := re.fullmatch(r"(figura-|Figura )(\d+)", value)):
-                element.set(key, found.group(1) + swap.get(found.group(2), found.group(2)))
+                element.set(key, found.group(1) + new.get(found.group(2), found.group(2)))
 
 
 def _blocks_before(siblings: list, at: int, page: _Page, previous: _Page | None) -> list:

@@ -165,21 +165,25 @@ def test_a_figure_moves_ahead_of_the_text_that_ends_its_page(tmp_path):
     assert "FIGURA" in texts[0] and text.index("SEGUNDO") < text.index("FIGURA") < text.index("TERCERO")
 
 
-def test_a_figure_moved_ahead_of_another_takes_its_number_in_captions_ids_and_text():
+def test_figures_moved_out_of_order_take_the_numbers_of_their_new_places():
     import xml.etree.ElementTree as ET
 
-    root = ET.fromstring(
-        '<main><p>Véanse la Figura 5 y las Figuras 4, 5 y 6; la Figura 50 no cambia.</p>'
-        '<figure id="figura-6"><img alt="Figura 6"/><figcaption><span class="label">Figura 6.</span> Baja.</figcaption></figure>'
-        '<figure id="figura-5"><img alt="Figura 5"/><figcaption><span class="label">Figura 5.</span> Alta.</figcaption></figure>'
-        '</main>')
-    tall, short = root.findall("figure")[1], root.findall("figure")[0]
-    render._swap_numbers(root, tall, short)  # the short one (6) now comes first: it becomes 5
+    def fig(n: int) -> str:
+        return (f'<figure id="figura-{n}"><img alt="Figura {n}"/><figcaption><span class="label">Figura {n}.</span>'
+                f' F{n}.</figcaption></figure>')
+
+    # Figure 7 moved ahead of 5, passing over 6 (which did not fit the gap): 7, 5, 6 become 5, 6, 7.
+    root = ET.fromstring('<main><p>Véanse la Figura 5 y las Figuras 4, 5 y 7; la Figura 50 no cambia.</p>'
+                         '<figure id="figura-4"><figcaption><span class="label">Figura 4.</span> F4.</figcaption>'
+                         f'</figure>{fig(7)}{fig(5)}{fig(6)}</main>')
+    render._renumber_figures(root)
     text = ET.tostring(root, encoding="unicode")
     assert "la Figura 6 y las Figuras 4, 6 y 5; la Figura 50" in text
-    assert [f.get("id") for f in root.findall("figure")] == ["figura-5", "figura-6"]
-    assert [f.find("figcaption").itertext().__next__() for f in root.findall("figure")] == ["Figura 5.", "Figura 6."]
-    assert [f.find("img").get("alt") for f in root.findall("figure")] == ["Figura 5", "Figura 6"]
+    figures = root.findall("figure")
+    assert [f.get("id") for f in figures] == ["figura-4", "figura-5", "figura-6", "figura-7"]
+    assert [next(f.find("figcaption").itertext()) for f in figures] == ["Figura 4.", "Figura 5.", "Figura 6.", "Figura 7."]
+    assert ["".join(f.find("figcaption").itertext()).split()[-1] for f in figures[1:]] == ["F7.", "F5.", "F6."]
+    assert [f.find("img").get("alt") for f in figures[1:]] == ["Figura 5", "Figura 6", "Figura 7"]
 
 
 @pytest.mark.parametrize("filler", range(30, 44))
